@@ -1,0 +1,381 @@
+"""TaskQueue: the durable queue. Owns the SQLite task table and the in-memory lanes.
+
+Everything that changes a task happens here, one message at a time, so fencing
+needs no locks: ``complete``/``fail`` must come from the agent the task is
+assigned to, under the generation of that assignment (each assignment bumps
+it). Queued and assigned tasks also live in memory (``_live`` and the
+``QueuedIndex``), rebuilt from disk at start, so that scheduling, sweeps and
+stats never scan the table; finished tasks are read from disk on request.
+
+As a ``BatchingActor`` it handles every waiting message, commits once, then
+replies and publishes: a reply or event never reports a change that is not on
+disk. Each message runs in its own savepoint, so one bad request cannot undo
+the others in its batch. TaskQueue only ever ``tell``s (PubSub), so actors
+that block on its replies cannot deadlock with it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pykka.messages
+import structlog
+
+from agentcom.actors.base import BatchingActor
+from agentcom.clock import Clock, now_ms
+from agentcom.matching import QueuedIndex
+from agentcom.messages import (
+    TASKS_TOPIC,
+    AgentStopped,
+    Assignment,
+    HeldTask,
+    IdleAgent,
+    Priority,
+    ReclaimCause,
+    TaskAssigned,
+    TaskCompleted,
+    TaskDeadLettered,
+    TaskQueued,
+    TaskRefused,
+    TaskSpec,
+    TaskStatus,
+)
+from agentcom.store import TaskRecord, TaskStore, open_db
+
+log = structlog.get_logger(__name__)
+
+_STOP_REASON_TO_CAUSE = {
+    "disconnected": ReclaimCause.DISCONNECTED,
+    "replaced": ReclaimCause.REPLACED,
+    "crashed": ReclaimCause.CRASHED,
+}
+
+
+class TaskQueue(BatchingActor):
+    def __init__(
+        self, data_dir: Path, pubsub: pykka.ActorRef[Any], clock: Clock = now_ms
+    ) -> None:
+        super().__init__()
+        self._data_dir = data_dir
+        self._pubsub = pubsub.proxy()
+        self._clock = clock
+        self._live: dict[str, TaskRecord] = {}
+        self._held_by: dict[str, str] = {}
+        self._queued = QueuedIndex()
+        self._counts: Counter[tuple[TaskStatus, Priority]] = Counter()
+        self._events: list[object] = []
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._db = open_db(self._data_dir)
+        self._store = TaskStore(self._db)
+        self._counts.update(self._store.counts())
+        for task in self._store.live():
+            self._remember(task)
+        log.info("task_queue_started", queued=len(self._queued), assigned=len(self._held_by))
+
+    def on_stop(self) -> None:
+        self._store.commit()
+        self._db.close()
+        log.info("task_queue_stopped")
+
+    def _handle_receive(self, message: Any) -> Any:
+        if isinstance(message, pykka.messages._ActorStop):  # noqa: SLF001 - on_stop closes the db
+            return super()._handle_receive(message)
+        self._store.savepoint()
+        try:
+            response = super()._handle_receive(message)
+        except BaseException:
+            self._store.rollback_to_savepoint()
+            raise
+        self._store.release()
+        return response
+
+    def end_batch(self) -> None:
+        if not self.actor_stopped.is_set():
+            self._store.commit()
+        if self._events:
+            events, self._events = self._events, []
+            self._pubsub.publish.defer(TASKS_TOPIC, events)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, AgentStopped):
+            self._agent_stopped(message)
+        return None
+
+    # --- requests from submitters and operators -----------------------------------
+
+    def submit(self, spec: TaskSpec) -> dict[str, Any]:
+        now = self._clock()
+        task = TaskRecord(
+            id=f"task-{secrets.token_hex(8)}",
+            description=spec.description,
+            priority=spec.priority,
+            submitted_by=spec.submitted_by,
+            created_at=now,
+            updated_at=now,
+            metadata=dict(spec.metadata or {}),
+            max_retries=spec.max_retries,
+            needed_capabilities=spec.needed_capabilities,
+            complete_by=spec.complete_by,
+        )
+        task.record("queued", now, submitted_by=spec.submitted_by)
+        self._store.insert(task)
+        self._counts[task.status, task.priority] += 1
+        self._remember(task)
+        self._events.append(TaskQueued(task.id, "submitted"))
+        log.info("task_queued", task_id=task.id, priority=task.priority.lane)
+        return {
+            "status": "queued",
+            "task_id": task.id,
+            "priority": task.priority.lane,
+            "created_at": task.created_at,
+        }
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        task = self._find(task_id)
+        return None if task is None else task.to_wire()
+
+    def list_tasks(
+        self,
+        status: TaskStatus | None = None,
+        priority: Priority | None = None,
+        assigned_to: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return [t.to_wire() for t in self._store.select(status, priority, assigned_to, limit)]
+
+    def dead_letter(self) -> list[dict[str, Any]]:
+        return self.list_tasks(status=TaskStatus.DEAD_LETTER)
+
+    def stats(self) -> dict[str, Any]:
+        by_status = {s.value: 0 for s in TaskStatus if s is not TaskStatus.DEAD_LETTER}
+        by_priority = {p.lane: 0 for p in Priority}
+        dead = 0
+        for (status, priority), count in self._counts.items():
+            if status is TaskStatus.DEAD_LETTER:
+                dead += count
+            else:
+                by_status[status.value] += count
+                by_priority[priority.lane] += count
+        return {"by_status": by_status, "by_priority": by_priority, "dead_letter": dead}
+
+    def retry(self, task_id: str) -> dict[str, Any] | None:
+        """Move a dead-letter task back to its lane with a fresh retry budget."""
+        task = self._store.get(task_id) if task_id not in self._live else None
+        if task is None or task.status is not TaskStatus.DEAD_LETTER:
+            return None
+        now = self._clock()
+        task.retry_count = 0
+        task.record("queued", now, requeued_from="dead_letter")
+        self._requeue(task, "requeued", now)
+        log.info("task_requeued", task_id=task_id)
+        return {"status": "requeued", "task_id": task_id, "priority": task.priority.lane}
+
+    # --- the scheduler's side --------------------------------------------------------
+
+    def assign_next(self, agents: Sequence[IdleAgent]) -> list[Assignment]:
+        """Match queued tasks to ``agents`` (in preference order) and record each assignment."""
+        if not self._queued or not agents:
+            return []
+        now = self._clock()
+        assignments = []
+        for task_id, agent_id in self._queued.match(agents):
+            task = self._live[task_id]
+            self._move(task, TaskStatus.ASSIGNED)
+            task.generation += 1
+            task.assigned_to, task.assigned_at, task.accepted_at = agent_id, now, None
+            task.record("assigned", now, agent_id=agent_id, generation=task.generation)
+            self._store.update(task)
+            self._held_by[agent_id] = task_id
+            self._events.append(TaskAssigned(task_id, agent_id, task.generation))
+            log.info("task_assigned", task_id=task_id, agent_id=agent_id, generation=task.generation)
+            assignments.append(
+                Assignment(
+                    task_id=task_id,
+                    agent_id=agent_id,
+                    generation=task.generation,
+                    description=task.description,
+                    metadata=task.metadata,
+                    assigned_at=now,
+                    complete_by=task.complete_by,
+                )
+            )
+        return assignments
+
+    def reclaim(self, task_id: str, generation: int, cause: ReclaimCause) -> bool:
+        """Take back an assignment the agent did not give up itself, if it still stands."""
+        task = self._live.get(task_id)
+        if task is None or task.status is not TaskStatus.ASSIGNED or task.generation != generation:
+            return False
+        agent_id = task.assigned_to
+        now = self._clock()
+        task.record("reclaimed", now, cause=cause.value, agent_id=agent_id, generation=generation)
+        self._requeue(task, "reclaimed", now)
+        log.info("task_reclaimed", task_id=task_id, agent_id=agent_id, cause=cause.value)
+        return True
+
+    def sweep(self, stuck_threshold_ms: int, acceptance_timeout_ms: int) -> int:
+        """Safety net for assignments nobody is watching; returns how many were taken back.
+
+        Overdue tasks (past ``complete_by``) spend a retry, so a deadline nobody
+        can meet ends in the dead letter instead of cycling forever.
+        """
+        now = self._clock()
+        swept = 0
+        for task_id in list(self._held_by.values()):
+            task = self._live[task_id]
+            assert task.assigned_at is not None
+            if task.complete_by is not None and task.complete_by < now:
+                self._fail(task, f"overdue: not completed by {task.complete_by}", now, overdue=True)
+            elif now - task.updated_at >= stuck_threshold_ms:
+                self.reclaim(task_id, task.generation, ReclaimCause.STUCK)
+            elif task.accepted_at is None and now - task.assigned_at >= acceptance_timeout_ms:
+                self.reclaim(task_id, task.generation, ReclaimCause.ACCEPTANCE_TIMEOUT)
+            else:
+                continue
+            swept += 1
+        return swept
+
+    # --- the agent's side (through its AgentFSM) ------------------------------------
+
+    def held_by(self, agent_id: str) -> HeldTask | None:
+        task_id = self._held_by.get(agent_id)
+        if task_id is None:
+            return None
+        task = self._live[task_id]
+        assert task.assigned_at is not None
+        return HeldTask(task_id, task.generation, task.accepted_at is not None, task.assigned_at)
+
+    def accept(self, task_id: str, agent_id: str) -> None:
+        task = self._assigned_to(task_id, agent_id)
+        now = self._clock()
+        task.accepted_at = task.updated_at = now
+        self._store.update(task)
+        log.info("task_accepted", task_id=task_id, agent_id=agent_id)
+
+    def progress(self, task_id: str, agent_id: str) -> None:
+        task = self._assigned_to(task_id, agent_id)
+        task.updated_at = self._clock()
+        self._store.update(task)
+
+    def complete(
+        self, task_id: str, agent_id: str, generation: int, result: Any, tokens_used: int | None
+    ) -> None:
+        task = self._assigned_to(task_id, agent_id, generation)
+        now = self._clock()
+        self._move(task, TaskStatus.COMPLETED)
+        task.result, task.tokens_used = result, tokens_used
+        task.record("completed", now, agent_id=agent_id, generation=generation)
+        self._store.update(task)
+        self._forget(task)
+        self._events.append(TaskCompleted(task_id, agent_id, generation))
+        log.info("task_completed", task_id=task_id, agent_id=agent_id, generation=generation)
+
+    def fail(self, task_id: str, agent_id: str, generation: int, error: str | None) -> str:
+        """Spend a retry; returns ``retried`` or ``dead_letter``."""
+        task = self._assigned_to(task_id, agent_id, generation)
+        return self._fail(task, error, self._clock(), overdue=False)
+
+    def reject(self, task_id: str, agent_id: str, reason: str | None) -> None:
+        """The agent hands the task back without trying it: no retry is spent."""
+        task = self._assigned_to(task_id, agent_id)
+        now = self._clock()
+        task.record("rejected", now, agent_id=agent_id, reason=reason, generation=task.generation)
+        self._requeue(task, "rejected", now)
+        log.info("task_rejected", task_id=task_id, agent_id=agent_id, reason=reason)
+
+    def recover(self, task_id: str, agent_id: str) -> int | None:
+        """The generation to continue under, or None if the agent must drop the task."""
+        task = self._live.get(task_id)
+        if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
+            log.info("task_recovery_refused", task_id=task_id, agent_id=agent_id)
+            return None
+        task.updated_at = self._clock()
+        self._store.update(task)
+        log.info("task_recovery_continued", task_id=task_id, agent_id=agent_id)
+        return task.generation
+
+    def _agent_stopped(self, notice: AgentStopped) -> None:
+        if notice.task_id is None or notice.generation is None:
+            return
+        cause = _STOP_REASON_TO_CAUSE.get(notice.reason, ReclaimCause.DISCONNECTED)
+        self.reclaim(notice.task_id, notice.generation, cause)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _find(self, task_id: str) -> TaskRecord | None:
+        return self._live.get(task_id) or self._store.get(task_id)
+
+    def _assigned_to(
+        self, task_id: str, agent_id: str, generation: int | None = None
+    ) -> TaskRecord:
+        task = self._live.get(task_id)
+        if task is None:
+            if self._store.get(task_id) is None:
+                raise TaskRefused("not_found")
+            raise TaskRefused("not_assigned")
+        if task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
+            raise TaskRefused("not_assigned")
+        if generation is not None and generation != task.generation:
+            raise TaskRefused("stale_generation")
+        return task
+
+    def _fail(self, task: TaskRecord, error: str | None, now: int, *, overdue: bool) -> str:
+        agent_id = task.assigned_to
+        task.retry_count += 1
+        task.last_error = error
+        if task.retry_count >= task.max_retries:
+            task.record("dead_letter", now, error=error, retry_count=task.retry_count)
+            self._move(task, TaskStatus.DEAD_LETTER)
+            task.assigned_to = task.assigned_at = task.accepted_at = None
+            self._store.update(task)
+            self._forget(task, agent_id)
+            self._events.append(TaskDeadLettered(task.id, error))
+            log.warning("task_dead_lettered", task_id=task.id, agent_id=agent_id, error=error)
+            return "dead_letter"
+        if overdue:
+            details = {"cause": ReclaimCause.OVERDUE.value}
+        else:
+            details = {"error": error}
+        event = "reclaimed" if overdue else "retry"
+        task.record(event, now, agent_id=agent_id, retry_count=task.retry_count, **details)
+        self._requeue(task, event, now)
+        log.info("task_retried", task_id=task.id, agent_id=agent_id, retry_count=task.retry_count)
+        return "retried"
+
+    def _requeue(self, task: TaskRecord, cause: str, now: int) -> None:
+        holder = task.assigned_to
+        self._move(task, TaskStatus.QUEUED)
+        task.assigned_to = task.assigned_at = task.accepted_at = None
+        task.updated_at = now
+        self._store.update(task)
+        if holder is not None and self._held_by.get(holder) == task.id:
+            del self._held_by[holder]
+        self._remember(task)
+        self._events.append(TaskQueued(task.id, cause))
+
+    def _move(self, task: TaskRecord, status: TaskStatus) -> None:
+        self._counts[task.status, task.priority] -= 1
+        task.status = status
+        self._counts[task.status, task.priority] += 1
+
+    def _remember(self, task: TaskRecord) -> None:
+        self._live[task.id] = task
+        if task.status is TaskStatus.QUEUED:
+            assert task.seq is not None
+            self._queued.add(task.id, task.seq, task.priority, task.needed_capabilities)
+        elif task.assigned_to is not None:
+            self._held_by[task.assigned_to] = task.id
+
+    def _forget(self, task: TaskRecord, holder: str | None = None) -> None:
+        self._live.pop(task.id, None)
+        holder = holder or task.assigned_to
+        if holder is not None and self._held_by.get(holder) == task.id:
+            del self._held_by[holder]

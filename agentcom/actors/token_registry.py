@@ -1,0 +1,67 @@
+"""TokenRegistry: checks bearer tokens and manages them for the admin routes.
+
+Tokens are stored hashed (``store.TokenStore``). The table is small and read
+on every request, so it is cached in memory; the ``token`` CLI may change it
+from another process while the hub runs, so before each check the cache is
+reloaded if SQLite's ``data_version`` says another connection committed.
+That is what makes a token created or revoked from the command line count at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agentcom.actors.base import HubActor
+from agentcom.clock import Clock, now_ms
+from agentcom.store import TokenInfo, TokenStore, hash_token, open_db
+
+log = structlog.get_logger(__name__)
+
+
+class TokenRegistry(HubActor):
+    def __init__(self, data_dir: Path, clock: Clock = now_ms) -> None:
+        super().__init__()
+        self._data_dir = data_dir
+        self._clock = clock
+        self._by_hash: dict[str, TokenInfo] = {}
+        self._seen_version = -1
+
+    def on_start(self) -> None:
+        self._db = open_db(self._data_dir)
+        self._tokens = TokenStore(self._db)
+        self._reload_if_changed()
+
+    def on_stop(self) -> None:
+        self._db.close()
+
+    def verify(self, token: str) -> TokenInfo | None:
+        self._reload_if_changed()
+        return self._by_hash.get(hash_token(token))
+
+    def create(self, agent_id: str, role: str) -> str:
+        token = self._tokens.create(agent_id, role, self._clock())
+        self._by_hash[hash_token(token)] = TokenInfo(agent_id, role, token[:8])
+        log.info("token_created", agent_id=agent_id, role=role)
+        return token
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        self._reload_if_changed()
+        return [
+            {"agent_id": info.agent_id, "role": info.role, "token_prefix": info.token_prefix}
+            for info in self._by_hash.values()
+        ]
+
+    def revoke(self, agent_id: str) -> int:
+        revoked = self._tokens.revoke(agent_id)
+        self._by_hash = {h: i for h, i in self._by_hash.items() if i.agent_id != agent_id}
+        log.info("tokens_revoked", agent_id=agent_id, count=revoked)
+        return revoked
+
+    def _reload_if_changed(self) -> None:
+        version = self._tokens.data_version()
+        if version != self._seen_version:
+            self._by_hash = self._tokens.all()
+            self._seen_version = version

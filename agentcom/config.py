@@ -1,0 +1,89 @@
+"""Hub settings: one frozen dataclass, filled from flags, then env vars, then defaults.
+
+Every timing setting is both a flag and an ``AGENTCOM_*`` env var so that tests
+and operators shorten timers without touching code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""Largest HTTP body or WebSocket frame the hub accepts (PROTOCOL.md: 1 MiB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    host: str = "127.0.0.1"
+    port: int = 4000
+    data_dir: Path = field(default_factory=lambda: Path("agentcom-data"))
+    acceptance_timeout_ms: int = 60_000
+    stuck_threshold_ms: int = 300_000
+    sweep_interval_ms: int = 30_000
+    ping_timeout_ms: int = 60_000
+    log_level: str = "info"
+    log_format: str = "console"
+
+
+_ENV_PREFIX = "AGENTCOM_"
+_TIMING_HELP = {
+    "acceptance_timeout_ms": "an assigned task not accepted in time goes back to the queue",
+    "stuck_threshold_ms": "an assigned task with no progress for this long goes back to the queue",
+    "sweep_interval_ms": "how often stuck and overdue tasks are swept",
+    "ping_timeout_ms": "a connection silent for this long is closed and treated as dead",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m agentcom.hub",
+        description="Run the agentcom hub: HTTP API and the agent WebSocket at /ws.",
+    )
+    defaults = HubConfig()
+    parser.add_argument("--host", help=f"address to bind (default {defaults.host})")
+    parser.add_argument("--port", type=int, help=f"port to bind, 0 for any (default {defaults.port})")
+    parser.add_argument("--data-dir", type=Path, help=f"store directory (default ./{defaults.data_dir})")
+    for name, text in _TIMING_HELP.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            help=f"{text} (default {getattr(defaults, name)}, env {_ENV_PREFIX}{name.upper()})",
+        )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["console", "json"])
+    return parser
+
+
+def config_from_args(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> HubConfig:
+    """Flags win over ``AGENTCOM_*`` env vars, which win over the defaults."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    values: dict[str, object] = {}
+    for item in fields(HubConfig):
+        flag_value = args.get(item.name)
+        env_value = environ.get(_ENV_PREFIX + item.name.upper())
+        if flag_value is not None:
+            values[item.name] = flag_value
+        elif env_value is not None:
+            values[item.name] = _parse_env(parser, item.name, env_value)
+    config = HubConfig(**values)  # type: ignore[arg-type]
+    for name in _TIMING_HELP:
+        if getattr(config, name) <= 0:
+            parser.error(f"{name} must be a positive number of milliseconds")
+    return config
+
+
+def _parse_env(parser: argparse.ArgumentParser, name: str, raw: str) -> object:
+    default = getattr(HubConfig(), name)
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            parser.error(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not an integer")
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw

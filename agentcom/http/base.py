@@ -1,0 +1,95 @@
+"""What every HTTP handler shares: the actors it talks to, auth, JSON in and out.
+
+Errors are JSON objects (``{"error": ...}``) with the right status; no handler
+writes a stack trace. Bodies are checked against a ``validation`` shape before
+anything reaches an actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+import tornado.web
+
+from agentcom.config import MAX_MESSAGE_BYTES, HubConfig
+from agentcom.http.bridge import reply
+from agentcom.store import TokenInfo
+from agentcom.validation import Field, Invalid, check
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Proxies of the actors the handlers talk to."""
+
+    config: HubConfig
+    task_queue: pykka.ActorProxy[Any]
+    presence: pykka.ActorProxy[Any]
+    tokens: pykka.ActorProxy[Any]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.status, self.error, self.extra = status, error, extra
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    services: Services
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+
+    def send_json(self, body: Mapping[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = "internal_error" if status_code >= 500 else self._reason.lower().replace(" ", "_")
+        self.finish(json.dumps({"error": error}))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, HttpError):
+            self.send_json({"error": e.error, **e.extra}, e.status)
+        elif isinstance(e, asyncio.TimeoutError | pykka.Timeout):
+            self.send_json({"error": "hub_busy"}, 503)
+        else:
+            super()._handle_request_exception(e)
+
+    async def ask(self, future: pykka.Future[Any]) -> Any:
+        return await reply(future)
+
+    async def authenticate(self, *, admin: bool = False) -> TokenInfo:
+        scheme, _, token = (self.request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HttpError(401, "unauthorized")
+        info: TokenInfo | None = await self.ask(self.services.tokens.verify(token.strip()))
+        if info is None:
+            raise HttpError(401, "unauthorized")
+        if admin and info.role != "admin":
+            raise HttpError(403, "forbidden")
+        return info
+
+    def json_body(self, shape: tuple[Field, ...]) -> Mapping[str, Any]:
+        if len(self.request.body) > MAX_MESSAGE_BYTES:
+            raise HttpError(413, "body_too_large", limit_bytes=MAX_MESSAGE_BYTES)
+        try:
+            body = json.loads(self.request.body or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise HttpError(400, "invalid_json") from None
+        try:
+            return check(shape, body)
+        except Invalid as invalid:
+            raise HttpError(400, str(invalid)) from None
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise HttpError(404, "not_found")

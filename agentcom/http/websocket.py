@@ -1,0 +1,220 @@
+"""``/ws``: the agent's socket. Checks each frame, then hands it to the agent's FSM.
+
+A frame that is not valid JSON, lacks a field, has a wrong type, names an
+unknown type or exceeds 1 MiB gets an error frame naming the problem and
+changes nothing. Until ``identify`` succeeds, nothing else is accepted. After
+it, lifecycle messages are told to the AgentFSM, which answers through the
+``Connection``; the handler itself answers only ``ping``, ``status`` and
+``list_agents``. ``SocketRegistry`` pings every socket and closes the silent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pykka
+import structlog
+import tornado.websocket
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from agentcom.actors.presence import Identity
+from agentcom.clock import now_ms
+from agentcom.config import MAX_MESSAGE_BYTES
+from agentcom.http.base import Services
+from agentcom.http.bridge import Connection, reply
+from agentcom.messages import (
+    AgentAccepted,
+    AgentCompleted,
+    AgentFailed,
+    AgentRecovering,
+    AgentRejected,
+    AgentReportedProgress,
+)
+from agentcom.store import TokenInfo
+from agentcom.validation import FRAMES, Invalid, capability_names, check
+
+log = structlog.get_logger(__name__)
+
+CLOSE_CODES = {"replaced": 4000, "shutdown": 1001, "internal_error": 1011}
+
+
+class SocketRegistry:
+    """Every open agent socket, for pings and for closing them all at shutdown."""
+
+    def __init__(self, ping_timeout_ms: int) -> None:
+        self.sockets: set[AgentSocket] = set()
+        self._timeout_s = ping_timeout_ms / 1000
+        self._pinger = PeriodicCallback(self._ping_all, ping_timeout_ms / 3)
+
+    def start(self) -> None:
+        self._pinger.start()
+
+    def close_all(self) -> None:
+        self._pinger.stop()
+        for socket in list(self.sockets):
+            socket.close_for("shutdown")
+
+    def _ping_all(self) -> None:
+        now = time.monotonic()
+        for socket in list(self.sockets):
+            if now - socket.last_heard > self._timeout_s:
+                log.warning("agent_silent", agent_id=socket.agent_id)
+                socket.drop_silent()
+            else:
+                try:
+                    socket.ping()
+                except tornado.websocket.WebSocketClosedError:
+                    continue
+
+
+class AgentSocket(tornado.websocket.WebSocketHandler):
+    def initialize(self, services: Services, registry: SocketRegistry) -> None:
+        self.services = services
+        self.registry = registry
+        self.agent_id: str | None = None
+        self.connection: Connection | None = None
+        self.fsm_ref: pykka.ActorRef[Any] | None = None
+        self.last_heard = time.monotonic()
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # agents are programs, not browser pages; the token is the check
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.registry.sockets.add(self)
+
+    def on_pong(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
+
+    def on_ping(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
+
+    def on_close(self) -> None:
+        self.registry.sockets.discard(self)
+        if self.connection is not None:
+            self.connection.close("disconnected")
+        log.info("agent_socket_closed", agent_id=self.agent_id, code=self.close_code)
+
+    # --- the loop's side of bridge.Connection ------------------------------------------
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        self.write_message(json.dumps(frame, separators=(",", ":")))
+
+    def close_for(self, reason: str) -> None:
+        if self.connection is not None:
+            self.connection.close(reason)  # tells the FSM first, if it was not told yet
+        self.close(CLOSE_CODES.get(reason, 1000), reason)
+
+    def drop_silent(self) -> None:
+        """A peer that answers nothing will not finish a close handshake either."""
+        if self.connection is not None:
+            self.connection.close("disconnected")
+        if self.ws_connection is not None:
+            self.ws_connection.stream.close()  # type: ignore[attr-defined]
+
+    # --- frames from the agent ---------------------------------------------------------
+
+    async def on_message(self, message: str | bytes) -> None:
+        self.last_heard = time.monotonic()
+        if len(message) > MAX_MESSAGE_BYTES:
+            self._error("frame_too_large", f"frames are limited to {MAX_MESSAGE_BYTES} bytes")
+            return
+        try:
+            frame = json.loads(message)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._error("invalid_json")
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            self._error("invalid_message", "expected a JSON object with a string type")
+            return
+        kind = frame["type"]
+        shape = FRAMES.get(kind)
+        if shape is None:
+            self._error("unknown_type", kind)
+            return
+        try:
+            check(shape, frame)
+        except Invalid as invalid:
+            self.send_frame({"type": "error", "error": str(invalid)})
+            return
+        if kind == "identify":
+            await self._identify(frame)
+        elif self.fsm_ref is None:
+            self._error("not_identified")
+        else:
+            await self._identified_message(kind, frame)
+
+    async def _identify(self, frame: dict[str, Any]) -> None:
+        if self.fsm_ref is not None:
+            self._error("already_identified")
+            return
+        info: TokenInfo | None = None
+        if frame.get("token"):
+            info = await reply(self.services.tokens.verify(frame["token"]))
+        if info is None:
+            self._error("invalid_token")
+            return
+        if info.agent_id != frame["agent_id"]:
+            self._error("token_agent_mismatch")
+            return
+        capabilities = frame.get("capabilities") or []
+        identity = Identity(
+            agent_id=frame["agent_id"],
+            name=frame.get("name") or frame["agent_id"],
+            status=frame.get("status") or "idle",
+            capabilities=capabilities,
+            capability_names=capability_names(capabilities),
+        )
+        self.agent_id = identity.agent_id
+        self.connection = Connection(self, IOLoop.current())
+        self.fsm_ref = await reply(self.services.presence.connect(identity, self.connection))
+        log.info("agent_identified", agent_id=self.agent_id)
+
+    async def _identified_message(self, kind: str, frame: dict[str, Any]) -> None:
+        assert self.fsm_ref is not None
+        match kind:
+            case "ping":
+                self.send_frame({"type": "pong", "timestamp": now_ms()})
+            case "status":
+                self.services.presence.set_status.defer(self.agent_id, frame["status"])
+                self.send_frame({"type": "status_updated"})
+            case "list_agents":
+                agents = await reply(self.services.presence.list_agents())
+                self.send_frame({"type": "agents", "agents": agents})
+            case "task_accepted":
+                self._tell_fsm(AgentAccepted(frame["task_id"]))
+            case "task_progress":
+                blocked = frame.get("status") == "blocked"
+                self._tell_fsm(AgentReportedProgress(frame["task_id"], blocked))
+            case "task_complete":
+                self._tell_fsm(
+                    AgentCompleted(
+                        frame["task_id"],
+                        frame["generation"],
+                        frame.get("result"),
+                        frame.get("tokens_used"),
+                    )
+                )
+            case "task_failed":
+                error = frame.get("error") or frame.get("reason")
+                text = error if error is None or isinstance(error, str) else json.dumps(error)
+                self._tell_fsm(AgentFailed(frame["task_id"], frame["generation"], text))
+            case "task_rejected":
+                reason = frame.get("reason")
+                text = reason if reason is None or isinstance(reason, str) else json.dumps(reason)
+                self._tell_fsm(AgentRejected(frame["task_id"], text))
+            case "task_recovering":
+                self._tell_fsm(AgentRecovering(frame["task_id"]))
+
+    def _error(self, error: str, detail: str | None = None) -> None:
+        self.send_frame({"type": "error", "error": f"{error}: {detail}" if detail else error})
+
+    def _tell_fsm(self, message: object) -> None:
+        assert self.fsm_ref is not None
+        try:
+            self.fsm_ref.tell(message)
+        except pykka.ActorDeadError:
+            self._error("agent_offline", "this connection's agent state has ended; reconnect")

@@ -1,0 +1,208 @@
+"""Wiring: start the actors in order, serve HTTP and ``/ws``, stop in reverse.
+
+``python -m agentcom.hub`` runs ``main``. ``HubThread`` runs the same ``Hub``
+on a background thread for tests and tools that want a real hub in-process.
+
+Shutdown order matters for durability of assignments: the scheduler stops
+first (no new assignments), then TaskQueue (last commit, store closed), and
+only then are sockets closed and FSMs stopped. So a clean stop, like a crash,
+leaves every assignment in place for its agent to recover after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pykka
+import structlog
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+
+from agentcom.actors.presence import Presence
+from agentcom.actors.pubsub import PubSub
+from agentcom.actors.scheduler import Scheduler, SchedulerTiming
+from agentcom.actors.task_queue import TaskQueue
+from agentcom.actors.token_registry import TokenRegistry
+from agentcom.config import HubConfig, config_from_args
+from agentcom.http.app import TRANSPORT_BODY_LIMIT, make_app
+from agentcom.http.base import Services
+from agentcom.http.bridge import reply
+from agentcom.http.websocket import SocketRegistry
+from agentcom.logs import configure_logging
+from agentcom.timers import Timers
+
+log = structlog.get_logger(__name__)
+
+ACTOR_STOP_TIMEOUT_S = 10.0
+
+
+class Hub:
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.port: int | None = None
+
+    def start(self) -> None:
+        """Start actors and listen; call on the IOLoop's thread."""
+        config = self.config
+        self.timers = Timers()
+        self.pubsub_ref = PubSub.start()
+        self.task_queue_ref = TaskQueue.start(config.data_dir, self.pubsub_ref)
+        self.tokens_ref = TokenRegistry.start(config.data_dir)
+        self.scheduler_ref = Scheduler.start(
+            self.task_queue_ref,
+            self.pubsub_ref,
+            self.timers,
+            SchedulerTiming(
+                stuck_threshold_ms=config.stuck_threshold_ms,
+                acceptance_timeout_ms=config.acceptance_timeout_ms,
+                sweep_interval_ms=config.sweep_interval_ms,
+            ),
+        )
+        self.presence_ref = Presence.start(
+            self.task_queue_ref, self.pubsub_ref, self.timers, config.acceptance_timeout_ms
+        )
+        self.task_queue = self.task_queue_ref.proxy()
+        self.tokens = self.tokens_ref.proxy()
+        services = Services(config, self.task_queue, self.presence_ref.proxy(), self.tokens)
+        self.sockets = SocketRegistry(config.ping_timeout_ms)
+        self.server = HTTPServer(
+            make_app(services, self.sockets), max_body_size=TRANSPORT_BODY_LIMIT
+        )
+        listeners = bind_sockets(config.port, config.host)
+        self.server.add_sockets(listeners)
+        self.port = listeners[0].getsockname()[1]
+        self.sockets.start()
+        log.info("hub_started", url=self.http_url, data_dir=str(config.data_dir))
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}/ws"
+
+    async def stop(self) -> None:
+        """Stop accepting, stop actors in reverse, close the store; call on the IOLoop."""
+        self.server.stop()
+        for ref in (self.scheduler_ref, self.task_queue_ref):
+            await _stop_actor(ref)
+        self.sockets.close_all()
+        for ref in (self.presence_ref, self.tokens_ref, self.pubsub_ref):
+            await _stop_actor(ref)
+        self.timers.stop()
+        await self.server.close_all_connections()
+        log.info("hub_stopped")
+
+
+async def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
+    try:
+        await reply(ref.stop(block=False), timeout=ACTOR_STOP_TIMEOUT_S)
+    except pykka.ActorDeadError:
+        pass  # already gone: nothing left to stop
+
+
+class HubThread:
+    """A real hub on a background thread with its own IOLoop, for tests and tools.
+
+    ``with HubThread(config) as hub:`` gives ``hub.port``, ``hub.http_url``,
+    ``hub.ws_url``, ``hub.task_queue`` (a TaskQueue proxy) and ``create_token``.
+    """
+
+    def __init__(self, config: HubConfig) -> None:
+        self.hub = Hub(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="HubThread", daemon=True)
+
+    def __enter__(self) -> HubThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(timeout=30)
+        if self._startup_error is not None:
+            raise RuntimeError("hub failed to start") from self._startup_error
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.hub.stop(), self._loop).result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    @property
+    def port(self) -> int:
+        assert self.hub.port is not None
+        return self.hub.port
+
+    @property
+    def http_url(self) -> str:
+        return self.hub.http_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.hub.ws_url
+
+    @property
+    def task_queue(self) -> pykka.ActorProxy[Any]:
+        return self.hub.task_queue
+
+    def create_token(self, agent_id: str, role: str = "agent") -> str:
+        token: str = self.hub.tokens.create(agent_id, role).get(timeout=10)
+        return token
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            self.hub.start()
+        except BaseException as error:
+            self._startup_error = error
+            self._started.set()
+            return
+        self._loop = loop
+        self._started.set()
+        loop.run_forever()
+        loop.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_from_args(sys.argv[1:] if argv is None else argv)
+    configure_logging(config.log_level, config.log_format)
+    io_loop = IOLoop.current()
+    hub = Hub(config)
+    try:
+        hub.start()
+    except OSError as error:
+        print(f"agentcom hub: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+        return 1
+    print(f"agentcom hub listening on {hub.http_url} (agents: {hub.ws_url})", flush=True)
+
+    async def shut_down() -> None:
+        log.info("hub_stopping")
+        await hub.stop()
+        io_loop.stop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        io_loop.add_callback_from_signal(shut_down)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    io_loop.start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Frozen dataclasses that cross threads: task specs, events, death notices, timer ticks.
+
+Events are past-tense facts published on a PubSub topic; death notices are told
+directly to watchers (never through PubSub, so that they stay ordered with the
+dying actor's other messages); timer ticks name what is due and carry the ids
+they were armed for, so that a stale tick is recognised and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import pykka
+
+TASKS_TOPIC = "tasks"
+AGENTS_TOPIC = "agents"
+
+
+class Priority(IntEnum):
+    """Lanes in the order they are served; the value is the lane's rank."""
+
+    URGENT = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+    @property
+    def lane(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_lane(cls, lane: str) -> Priority:
+        return cls[lane.upper()]
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    COMPLETED = "completed"
+    DEAD_LETTER = "dead_letter"
+
+
+class ReclaimCause(StrEnum):
+    """Why a task went back to the queue without its agent asking (history details)."""
+
+    DISCONNECTED = "disconnected"
+    REPLACED = "replaced"
+    ACCEPTANCE_TIMEOUT = "acceptance_timeout"
+    STUCK = "stuck"
+    OVERDUE = "overdue"
+    CRASHED = "crashed"
+
+
+class TaskRefused(Exception):
+    """A task_complete / task_failed / task_rejected that does not fit the task's state.
+
+    ``reason`` is one of ``not_found``, ``not_assigned``, ``stale_generation``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A validated submission."""
+
+    description: str
+    submitted_by: str
+    priority: Priority = Priority.NORMAL
+    metadata: dict[str, Any] | None = None
+    needed_capabilities: tuple[str, ...] = ()
+    max_retries: int = 3
+    complete_by: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdleAgent:
+    """An agent the Scheduler offers to TaskQueue's matcher, in preference order."""
+
+    agent_id: str
+    capabilities: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    task_id: str
+    agent_id: str
+    generation: int
+    description: str
+    metadata: dict[str, Any]
+    assigned_at: int
+    complete_by: int | None
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "type": "task_assign",
+            "task_id": self.task_id,
+            "description": self.description,
+            "metadata": self.metadata,
+            "generation": self.generation,
+            "assigned_at": self.assigned_at,
+            "complete_by": self.complete_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTask:
+    """A task assigned to an agent, as its AgentFSM needs it after a reconnect."""
+
+    task_id: str
+    generation: int
+    accepted: bool
+    assigned_at: int
+
+
+# --- events on TASKS_TOPIC (published by TaskQueue) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQueued:
+    """A task is waiting in its lane: submitted, retried, reclaimed, rejected or requeued."""
+
+    task_id: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAssigned:
+    task_id: str
+    agent_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCompleted:
+    task_id: str
+    agent_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDeadLettered:
+    task_id: str
+    last_error: str | None
+
+
+# --- events on AGENTS_TOPIC (published by AgentFSM and Presence) -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdle:
+    """An agent can take a task. ``fsm_urn`` tells incarnations of one agent id apart."""
+
+    agent_id: str
+    fsm_urn: str
+    fsm_ref: pykka.ActorRef[Any]
+    capabilities: frozenset[str]
+    unresponsive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLeft:
+    agent_id: str
+    fsm_urn: str
+
+
+# --- death notices (told directly to watchers) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The agent's WebSocket is gone; ``reason`` is disconnected, replaced or ping_timeout."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStopped:
+    """An AgentFSM ended; the task it held (if any) must go back to the queue."""
+
+    agent_id: str
+    fsm_urn: str
+    task_id: str | None
+    generation: int | None
+    reason: str
+
+
+# --- messages from an agent's socket to its AgentFSM ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAccepted:
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReportedProgress:
+    task_id: str
+    blocked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCompleted:
+    task_id: str
+    generation: int
+    result: Any
+    tokens_used: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFailed:
+    task_id: str
+    generation: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRejected:
+    task_id: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecovering:
+    task_id: str
+
+
+# --- scheduler to AgentFSM, and timer ticks ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentMade:
+    """TaskQueue recorded ``assignment``; the FSM delivers it. The reply says if it could."""
+
+    assignment: Assignment
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceDue:
+    task_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDue:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SweepDue:
+    pass

@@ -1,0 +1,320 @@
+"""SQLite schema and queries: tasks (with their history) and hashed tokens. No threads.
+
+Each owner opens its own connection (``open_db``): TaskQueue and TokenRegistry in
+their actor threads, the ``token`` CLI in its process. WAL lets them share the
+file; ``synchronous=FULL`` makes every commit survive power loss, which is what
+"on disk before the reply" means. Callers decide when to commit (TaskQueue
+groups a batch of changes into one commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentcom.messages import Priority, TaskStatus
+
+DB_FILENAME = "agentcom.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    assigned_to TEXT,
+    assigned_at INTEGER,
+    accepted_at INTEGER,
+    generation INTEGER NOT NULL,
+    retry_count INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    needed_capabilities TEXT NOT NULL,
+    last_error TEXT,
+    complete_by INTEGER,
+    result TEXT,
+    tokens_used INTEGER,
+    submitted_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    history TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (assigned_to, seq);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_prefix TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_by_agent ON tokens (agent_id);
+"""
+
+_COLUMNS = (
+    "seq, id, description, metadata, priority, status, assigned_to, assigned_at, accepted_at,"
+    " generation, retry_count, max_retries, needed_capabilities, last_error, complete_by,"
+    " result, tokens_used, submitted_by, created_at, updated_at, history"
+)
+
+
+def open_db(data_dir: Path) -> sqlite3.Connection:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        data_dir / DB_FILENAME, isolation_level=None, check_same_thread=False, timeout=10
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One task, as stored and as the API returns it (``to_wire``)."""
+
+    id: str
+    description: str
+    priority: Priority
+    submitted_by: str
+    created_at: int
+    updated_at: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    status: TaskStatus = TaskStatus.QUEUED
+    assigned_to: str | None = None
+    assigned_at: int | None = None
+    accepted_at: int | None = None
+    generation: int = 0
+    retry_count: int = 0
+    max_retries: int = 3
+    needed_capabilities: tuple[str, ...] = ()
+    last_error: str | None = None
+    complete_by: int | None = None
+    result: Any = None
+    tokens_used: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seq: int | None = None
+
+    def record(self, event: str, timestamp: int, **details: Any) -> None:
+        self.history.append({"event": event, "timestamp": timestamp, "details": details})
+        self.updated_at = timestamp
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "description": self.description,
+            "metadata": self.metadata,
+            "priority": self.priority.lane,
+            "status": self.status.value,
+            "assigned_to": self.assigned_to,
+            "assigned_at": self.assigned_at,
+            "generation": self.generation,
+            "retry_count": self.retry_count,
+            "max_retries": self.max_retries,
+            "needed_capabilities": list(self.needed_capabilities),
+            "last_error": self.last_error,
+            "complete_by": self.complete_by,
+            "result": self.result,
+            "tokens_used": self.tokens_used,
+            "submitted_by": self.submitted_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "history": list(self.history),
+        }
+
+    def _row(self) -> tuple[Any, ...]:
+        return (
+            self.description,
+            _dumps(self.metadata),
+            int(self.priority),
+            self.status.value,
+            self.assigned_to,
+            self.assigned_at,
+            self.accepted_at,
+            self.generation,
+            self.retry_count,
+            self.max_retries,
+            _dumps(list(self.needed_capabilities)),
+            self.last_error,
+            self.complete_by,
+            None if self.result is None else _dumps(self.result),
+            self.tokens_used,
+            self.submitted_by,
+            self.created_at,
+            self.updated_at,
+            _dumps(self.history),
+            self.id,
+        )
+
+
+def _from_row(row: tuple[Any, ...]) -> TaskRecord:
+    return TaskRecord(
+        seq=row[0],
+        id=row[1],
+        description=row[2],
+        metadata=json.loads(row[3]),
+        priority=Priority(row[4]),
+        status=TaskStatus(row[5]),
+        assigned_to=row[6],
+        assigned_at=row[7],
+        accepted_at=row[8],
+        generation=row[9],
+        retry_count=row[10],
+        max_retries=row[11],
+        needed_capabilities=tuple(json.loads(row[12])),
+        last_error=row[13],
+        complete_by=row[14],
+        result=None if row[15] is None else json.loads(row[15]),
+        tokens_used=row[16],
+        submitted_by=row[17],
+        created_at=row[18],
+        updated_at=row[19],
+        history=json.loads(row[20]),
+    )
+
+
+class TaskStore:
+    """Task rows. Writes join the caller's open transaction (``begin``/``commit``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def begin(self) -> None:
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+
+    def savepoint(self) -> None:
+        self.begin()
+        self._conn.execute("SAVEPOINT message")
+
+    def release(self) -> None:
+        self._conn.execute("RELEASE message")
+
+    def rollback_to_savepoint(self) -> None:
+        self._conn.execute("ROLLBACK TO message")
+        self._conn.execute("RELEASE message")
+
+    def insert(self, task: TaskRecord) -> None:
+        cursor = self._conn.execute(
+            "INSERT INTO tasks (description, metadata, priority, status, assigned_to,"
+            " assigned_at, accepted_at, generation, retry_count, max_retries,"
+            " needed_capabilities, last_error, complete_by, result, tokens_used, submitted_by,"
+            " created_at, updated_at, history, id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            task._row(),
+        )
+        task.seq = cursor.lastrowid
+
+    def update(self, task: TaskRecord) -> None:
+        self._conn.execute(
+            "UPDATE tasks SET description=?, metadata=?, priority=?, status=?, assigned_to=?,"
+            " assigned_at=?, accepted_at=?, generation=?, retry_count=?, max_retries=?,"
+            " needed_capabilities=?, last_error=?, complete_by=?, result=?, tokens_used=?,"
+            " submitted_by=?, created_at=?, updated_at=?, history=? WHERE id=?",
+            task._row(),
+        )
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def live(self) -> Iterator[TaskRecord]:
+        """Queued and assigned tasks, oldest first: what TaskQueue keeps in memory."""
+        for row in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) ORDER BY seq",
+            (TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value),
+        ):
+            yield _from_row(row)
+
+    def select(
+        self,
+        status: TaskStatus | None = None,
+        priority: Priority | None = None,
+        assigned_to: str | None = None,
+        limit: int | None = None,
+    ) -> list[TaskRecord]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status=?")
+            params.append(status.value)
+        if priority is not None:
+            clauses.append("priority=?")
+            params.append(int(priority))
+        if assigned_to is not None:
+            clauses.append("assigned_to=?")
+            params.append(assigned_to)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        limit_clause = f" LIMIT {int(limit)}" if limit is not None else ""
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks{where} ORDER BY seq{limit_clause}", params
+        )
+        return [_from_row(row) for row in rows]
+
+    def counts(self) -> dict[tuple[TaskStatus, Priority], int]:
+        """Tasks per (status, lane); read once at start, then kept up to date in memory."""
+        rows = self._conn.execute("SELECT status, priority, count(*) FROM tasks GROUP BY 1, 2")
+        return {(TaskStatus(s), Priority(p)): n for s, p, n in rows}
+
+
+ROLES = ("agent", "admin")
+TOKEN_PREFIX_CHARS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    agent_id: str
+    role: str
+    token_prefix: str
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Hashed tokens; each call commits on its own (tokens change rarely)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def create(self, agent_id: str, role: str, now: int) -> str:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        token = secrets.token_hex(32)
+        self._conn.execute(
+            "INSERT INTO tokens (token_hash, agent_id, role, token_prefix, created_at)"
+            " VALUES (?,?,?,?,?)",
+            (hash_token(token), agent_id, role, token[:TOKEN_PREFIX_CHARS], now),
+        )
+        return token
+
+    def all(self) -> dict[str, TokenInfo]:
+        """Every token, keyed by its hash."""
+        rows = self._conn.execute(
+            "SELECT token_hash, agent_id, role, token_prefix FROM tokens ORDER BY agent_id, created_at"
+        )
+        return {h: TokenInfo(agent_id, role, prefix) for h, agent_id, role, prefix in rows}
+
+    def revoke(self, agent_id: str) -> int:
+        return self._conn.execute("DELETE FROM tokens WHERE agent_id=?", (agent_id,)).rowcount
+
+    def data_version(self) -> int:
+        """Changes when another connection (the ``token`` CLI) commits to the file."""
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
