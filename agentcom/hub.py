@@ -12,6 +12,7 @@ leaves every assignment in place for its agent to recover after a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -39,7 +40,7 @@ from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
 
-ACTOR_STOP_TIMEOUT_S = 10.0
+ACTOR_TIMEOUT_S = 10.0
 
 
 class Hub:
@@ -67,6 +68,9 @@ class Hub:
         self.presence_ref = Presence.start(
             self.task_queue_ref, self.pubsub_ref, self.timers, config.acceptance_timeout_ms
         )
+        # Listen only once the scheduler has subscribed (its on_start), or the
+        # first agent's "idle" could be published to nobody.
+        self.scheduler_ref.proxy().idle_agents().get(timeout=ACTOR_TIMEOUT_S)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
         services = Services(config, self.task_queue, self.presence_ref.proxy(), self.tokens)
@@ -91,21 +95,20 @@ class Hub:
     async def stop(self) -> None:
         """Stop accepting, stop actors in reverse, close the store; call on the IOLoop."""
         self.server.stop()
-        for ref in (self.scheduler_ref, self.task_queue_ref):
-            await _stop_actor(ref)
+        await _stop_actor(self.scheduler_ref)
+        await _stop_actor(self.task_queue_ref)
         self.sockets.close_all()
-        for ref in (self.presence_ref, self.tokens_ref, self.pubsub_ref):
-            await _stop_actor(ref)
+        await _stop_actor(self.presence_ref)
+        await _stop_actor(self.tokens_ref)
+        await _stop_actor(self.pubsub_ref)
         self.timers.stop()
         await self.server.close_all_connections()
         log.info("hub_stopped")
 
 
 async def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
-    try:
-        await reply(ref.stop(block=False), timeout=ACTOR_STOP_TIMEOUT_S)
-    except pykka.ActorDeadError:
-        pass  # already gone: nothing left to stop
+    with contextlib.suppress(pykka.ActorDeadError):  # already gone: nothing to stop
+        await reply(ref.stop(block=False), timeout=ACTOR_TIMEOUT_S)
 
 
 class HubThread:
@@ -186,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         hub.start()
     except OSError as error:
-        print(f"agentcom hub: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+        print(
+            f"agentcom hub: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr
+        )
         return 1
     print(f"agentcom hub listening on {hub.http_url} (agents: {hub.ws_url})", flush=True)
 

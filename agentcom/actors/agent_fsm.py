@@ -131,9 +131,7 @@ class AgentFSM(HubActor):
                 self._move(FsmState.ASSIGNED)
                 waited_ms = self._clock() - held.assigned_at
                 self._arm_acceptance(max(0, self._acceptance_timeout_ms - waited_ms))
-            self.log.info(
-                "agent_fsm_started", fsm_state=self.state.value, task_id=self.task_id
-            )
+            self.log.info("agent_fsm_started", fsm_state=self.state.value, task_id=self.task_id)
         except Exception:
             self.death_watch.died("crashed")
             self.link.close("internal_error")
@@ -153,9 +151,7 @@ class AgentFSM(HubActor):
         self.log.error("agent_fsm_crashed", task_id=self.task_id)
 
     def _stopped_notice(self, reason: str) -> AgentStopped:
-        return AgentStopped(
-            self.agent_id, self.actor_urn, self.task_id, self.generation, reason
-        )
+        return AgentStopped(self.agent_id, self.actor_urn, self.task_id, self.generation, reason)
 
     # --- queries --------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ Two gaps in Pykka are filled here, and only here:
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 
 import pykka
 import structlog
-from pykka._envelope import Envelope  # noqa: PLC2701 - see module docstring
+from pykka._envelope import Envelope
 
 log = structlog.get_logger(__name__)
 
@@ -83,8 +84,10 @@ class BatchingActor(HubActor):
     def _actor_loop_running(self) -> None:
         while not self.actor_stopped.is_set():
             batch = [self.actor_inbox.get()]
-            while len(batch) < MAX_BATCH and not self.actor_inbox.empty():
-                batch.append(self.actor_inbox.get_nowait())
+            inbox = self.actor_inbox
+            assert isinstance(inbox, queue.Queue)  # ThreadingActor's inbox
+            while len(batch) < MAX_BATCH and not inbox.empty():
+                batch.append(inbox.get_nowait())
             replies: list[tuple[Envelope[Any], Any, Any]] = []
             for envelope in batch:
                 if self.actor_stopped.is_set():

@@ -15,6 +15,7 @@ here; it is a safety net, not the recovery path (see ``death_watch``).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -118,13 +119,13 @@ class Scheduler(HubActor):
                 self._undelivered(assignment)
                 continue
             assert isinstance(future, CallbackFuture)
-            future.add_done_callback(lambda done, a=assignment: self._check_delivery(done, a))
+            future.add_done_callback(functools.partial(self._check_delivery, assignment))
 
     def _preference_order(self) -> list[AgentIdle]:
         idle = list(self._idle.values())
         return [a for a in idle if not a.unresponsive] + [a for a in idle if a.unresponsive]
 
-    def _check_delivery(self, done: CallbackFuture, assignment: Assignment) -> None:
+    def _check_delivery(self, assignment: Assignment, done: CallbackFuture) -> None:
         # Runs on the FSM's thread (or Pykka's teardown): only tell from here.
         try:
             delivered = done.get(timeout=0)
@@ -134,9 +135,7 @@ class Scheduler(HubActor):
             self._undelivered(assignment)
 
     def _undelivered(self, assignment: Assignment) -> None:
-        log.info(
-            "assignment_undelivered", task_id=assignment.task_id, agent_id=assignment.agent_id
-        )
+        log.info("assignment_undelivered", task_id=assignment.task_id, agent_id=assignment.agent_id)
         self._task_queue.reclaim.defer(
             assignment.task_id, assignment.generation, ReclaimCause.DISCONNECTED
         )

@@ -57,9 +57,7 @@ _STOP_REASON_TO_CAUSE = {
 
 
 class TaskQueue(BatchingActor):
-    def __init__(
-        self, data_dir: Path, pubsub: pykka.ActorRef[Any], clock: Clock = now_ms
-    ) -> None:
+    def __init__(self, data_dir: Path, pubsub: pykka.ActorRef[Any], clock: Clock = now_ms) -> None:
         super().__init__()
         self._data_dir = data_dir
         self._pubsub = pubsub.proxy()
@@ -86,7 +84,7 @@ class TaskQueue(BatchingActor):
         log.info("task_queue_stopped")
 
     def _handle_receive(self, message: Any) -> Any:
-        if isinstance(message, pykka.messages._ActorStop):  # noqa: SLF001 - on_stop closes the db
+        if isinstance(message, pykka.messages._ActorStop):
             return super()._handle_receive(message)
         self._store.savepoint()
         try:
@@ -195,7 +193,9 @@ class TaskQueue(BatchingActor):
             self._store.update(task)
             self._held_by[agent_id] = task_id
             self._events.append(TaskAssigned(task_id, agent_id, task.generation))
-            log.info("task_assigned", task_id=task_id, agent_id=agent_id, generation=task.generation)
+            log.info(
+                "task_assigned", task_id=task_id, agent_id=agent_id, generation=task.generation
+            )
             assignments.append(
                 Assignment(
                     task_id=task_id,
@@ -341,12 +341,11 @@ class TaskQueue(BatchingActor):
             log.warning("task_dead_lettered", task_id=task.id, agent_id=agent_id, error=error)
             return "dead_letter"
         if overdue:
-            details = {"cause": ReclaimCause.OVERDUE.value}
+            task.record("reclaimed", now, cause=ReclaimCause.OVERDUE.value, agent_id=agent_id)
+            self._requeue(task, "reclaimed", now)
         else:
-            details = {"error": error}
-        event = "reclaimed" if overdue else "retry"
-        task.record(event, now, agent_id=agent_id, retry_count=task.retry_count, **details)
-        self._requeue(task, event, now)
+            task.record("retry", now, error=error, retry_count=task.retry_count, agent_id=agent_id)
+            self._requeue(task, "retry", now)
         log.info("task_retried", task_id=task.id, agent_id=agent_id, retry_count=task.retry_count)
         return "retried"
 

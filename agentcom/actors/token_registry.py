@@ -16,7 +16,7 @@ import structlog
 
 from agentcom.actors.base import HubActor
 from agentcom.clock import Clock, now_ms
-from agentcom.store import TokenInfo, TokenStore, hash_token, open_db
+from agentcom.store import TOKEN_PREFIX_CHARS, TokenInfo, TokenStore, hash_token, open_db
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ class TokenRegistry(HubActor):
 
     def create(self, agent_id: str, role: str) -> str:
         token = self._tokens.create(agent_id, role, self._clock())
-        self._by_hash[hash_token(token)] = TokenInfo(agent_id, role, token[:8])
+        self._by_hash[hash_token(token)] = TokenInfo(agent_id, role, token[:TOKEN_PREFIX_CHARS])
         log.info("token_created", agent_id=agent_id, role=role)
         return token
 

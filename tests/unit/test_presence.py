@@ -1,0 +1,62 @@
+from typing import Any
+
+import pykka
+
+from agentcom.actors.presence import Identity, Presence
+from agentcom.messages import AssignmentMade, IdleAgent, TaskSpec
+from agentcom.timers import Timers
+
+from .conftest import FakeLink, wait_until
+
+
+def identity(agent_id: str) -> Identity:
+    return Identity(agent_id, agent_id.upper(), "idle", ["code"], frozenset({"code"}))
+
+
+def connect(presence: Any, agent_id: str) -> tuple[FakeLink, pykka.ActorRef[Any]]:
+    link = FakeLink()
+    fsm_ref = presence.connect(identity(agent_id), link).get(timeout=5)
+    assert link.next_frame()["type"] == "identified"
+    return link, fsm_ref
+
+
+def test_a_second_connection_replaces_the_first_and_reclaims_its_task(
+    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
+) -> None:
+    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    old_link, old_fsm = connect(presence, "a1")
+    task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
+    (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
+    assert old_fsm.ask(AssignmentMade(assignment), timeout=5)
+
+    _, new_fsm = connect(presence, "a1")
+
+    assert old_link.closed == ["replaced"]
+    assert not old_fsm.is_alive()
+    task = task_queue.get(assignment.task_id).get(timeout=5)
+    assert task["status"] == "queued"
+    assert task["history"][-1]["details"]["cause"] == "replaced"
+    assert new_fsm.proxy().snapshot().get(timeout=5)["fsm_state"] == "idle"
+    assert presence.count().get(timeout=5) == 1
+
+
+def test_agents_hear_who_joins_and_who_leaves(
+    queue_ref: Any, pubsub_ref: Any, timers: Timers, clock: Any
+) -> None:
+    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    first_link, _ = connect(presence, "a1")
+    second_link, _ = connect(presence, "a2")
+
+    joined = first_link.next_frame()
+    assert joined["type"] == "agent_joined"
+    assert joined["agent"]["agent_id"] == "a2"
+
+    second_link.close("disconnected")
+
+    assert first_link.next_frame() == {"type": "agent_left", "agent_id": "a2"}
+    wait_until(lambda: presence.count().get(timeout=5) == 1 or "still two", what="a2 gone")
+    (listed,) = presence.list_agents().get(timeout=5)
+    assert (listed["agent_id"], listed["name"], listed["fsm_state"]) == ("a1", "A1", "idle")
+    (state,) = presence.agent_states("a1").get(timeout=5)
+    assert state["current_task_id"] is None
+    assert presence.agent_states("a2").get(timeout=5) == []

@@ -1,0 +1,81 @@
+import threading
+from pathlib import Path
+
+import pytest
+
+from agentcom.actors.token_registry import TokenRegistry
+from agentcom.clock import now_ms
+from agentcom.config import HubConfig, config_from_args
+from agentcom.store import TokenStore, open_db
+from agentcom.timers import Timers
+
+
+def test_tokens_are_stored_hashed_and_checked_by_role(tmp_path: Path) -> None:
+    tokens = TokenRegistry.start(tmp_path).proxy()
+    token = tokens.create("alice", "admin").get(timeout=5)
+
+    assert len(token) == 64
+    info = tokens.verify(token).get(timeout=5)
+    assert (info.agent_id, info.role) == ("alice", "admin")
+    assert tokens.verify("f" * 64).get(timeout=5) is None
+    raw = (tmp_path / "agentcom.sqlite3").read_bytes()
+    assert token.encode() not in raw
+
+
+def test_a_token_created_or_revoked_elsewhere_counts_at_once(tmp_path: Path) -> None:
+    tokens = TokenRegistry.start(tmp_path).proxy()
+    tokens.list_tokens().get(timeout=5)
+    cli_side = TokenStore(open_db(tmp_path))
+
+    token = cli_side.create("bob", "agent", now_ms())
+    assert tokens.verify(token).get(timeout=5).agent_id == "bob"
+
+    cli_side.revoke("bob")
+    assert tokens.verify(token).get(timeout=5) is None
+
+
+def test_listing_shows_prefixes_never_whole_tokens(tmp_path: Path) -> None:
+    tokens = TokenRegistry.start(tmp_path).proxy()
+    token = tokens.create("carol", "agent").get(timeout=5)
+
+    (listed,) = tokens.list_tokens().get(timeout=5)
+
+    assert listed == {"agent_id": "carol", "role": "agent", "token_prefix": token[:8]}
+    assert tokens.revoke("carol").get(timeout=5) == 1
+    assert tokens.list_tokens().get(timeout=5) == []
+
+
+def test_unknown_role_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="role"):
+        TokenStore(open_db(tmp_path)).create("x", "root", now_ms())
+
+
+def test_flags_win_over_env_which_wins_over_defaults() -> None:
+    env = {"AGENTCOM_PORT": "5000", "AGENTCOM_STUCK_THRESHOLD_MS": "1234"}
+
+    config = config_from_args(["--stuck-threshold-ms", "99"], env)
+
+    assert config.port == 5000
+    assert config.stuck_threshold_ms == 99
+    assert config.acceptance_timeout_ms == HubConfig().acceptance_timeout_ms
+
+
+def test_bad_settings_are_refused_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        config_from_args([], {"AGENTCOM_PING_TIMEOUT_MS": "soon"})
+    assert "AGENTCOM_PING_TIMEOUT_MS" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        config_from_args(["--sweep-interval-ms", "0"], {})
+
+
+def test_timers_fire_in_due_order_and_cancelled_ones_do_not() -> None:
+    timers = Timers()
+    fired: list[str] = []
+    done = threading.Event()
+    timers.call_later(0.06, lambda: (fired.append("late"), done.set()))
+    timers.call_later(0.02, lambda: fired.append("early"))
+    timers.call_later(0.04, lambda: fired.append("cancelled")).cancel()
+
+    assert done.wait(timeout=5)
+    timers.stop()
+    assert fired == ["early", "late"]
