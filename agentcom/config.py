@@ -45,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = HubConfig()
     parser.add_argument("--host", help=f"address to bind (default {defaults.host})")
-    parser.add_argument("--port", type=int, help=f"port to bind, 0 for any (default {defaults.port})")
-    parser.add_argument("--data-dir", type=Path, help=f"store directory (default ./{defaults.data_dir})")
+    parser.add_argument(
+        "--port", type=int, help=f"port to bind, 0 for any (default {defaults.port})"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help=f"store directory (default ./{defaults.data_dir})"
+    )
     for name, text in _TIMING_HELP.items():
         parser.add_argument(
             "--" + name.replace("_", "-"),

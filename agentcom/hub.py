@@ -12,7 +12,6 @@ leaves every assignment in place for its agent to recover after a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 import threading
@@ -33,7 +32,7 @@ from agentcom.actors.token_registry import TokenRegistry
 from agentcom.config import HubConfig, config_from_args
 from agentcom.http.app import TRANSPORT_BODY_LIMIT, make_app
 from agentcom.http.base import Services
-from agentcom.http.bridge import reply
+from agentcom.http.bridge import stop_actor
 from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
 from agentcom.timers import Timers
@@ -68,9 +67,17 @@ class Hub:
         self.presence_ref = Presence.start(
             self.task_queue_ref, self.pubsub_ref, self.timers, config.acceptance_timeout_ms
         )
-        # Listen only once the scheduler has subscribed (its on_start), or the
-        # first agent's "idle" could be published to nobody.
-        self.scheduler_ref.proxy().idle_agents().get(timeout=ACTOR_TIMEOUT_S)
+        # Listen only once every actor's on_start is done: an actor that failed
+        # to start must stop the hub, and the first agent's "idle" must not be
+        # published before the scheduler has subscribed.
+        for ref in (
+            self.pubsub_ref,
+            self.task_queue_ref,
+            self.tokens_ref,
+            self.scheduler_ref,
+            self.presence_ref,
+        ):
+            ref.proxy().actor_urn.get(timeout=ACTOR_TIMEOUT_S)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
         services = Services(config, self.task_queue, self.presence_ref.proxy(), self.tokens)
@@ -95,20 +102,15 @@ class Hub:
     async def stop(self) -> None:
         """Stop accepting, stop actors in reverse, close the store; call on the IOLoop."""
         self.server.stop()
-        await _stop_actor(self.scheduler_ref)
-        await _stop_actor(self.task_queue_ref)
+        await stop_actor(self.scheduler_ref)
+        await stop_actor(self.task_queue_ref)
         self.sockets.close_all()
-        await _stop_actor(self.presence_ref)
-        await _stop_actor(self.tokens_ref)
-        await _stop_actor(self.pubsub_ref)
+        await stop_actor(self.presence_ref)
+        await stop_actor(self.tokens_ref)
+        await stop_actor(self.pubsub_ref)
         self.timers.stop()
         await self.server.close_all_connections()
         log.info("hub_stopped")
-
-
-async def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
-    with contextlib.suppress(pykka.ActorDeadError):  # already gone: nothing to stop
-        await reply(ref.stop(block=False), timeout=ACTOR_TIMEOUT_S)
 
 
 class HubThread:
@@ -197,14 +199,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def shut_down() -> None:
         log.info("hub_stopping")
-        await hub.stop()
-        io_loop.stop()
+        try:
+            await hub.stop()
+        finally:
+            io_loop.stop()
 
-    def on_signal(signum: int, frame: object) -> None:
-        io_loop.add_callback_from_signal(shut_down)
+    shutdowns: list[asyncio.Task[None]] = []  # held so the task is not collected mid-way
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def on_signal() -> None:
+        if not shutdowns:
+            shutdowns.append(asyncio.ensure_future(shut_down()))
+
+    loop = asyncio.get_event_loop()
+    loop.add_signal_handler(signal.SIGINT, on_signal)
+    loop.add_signal_handler(signal.SIGTERM, on_signal)
     io_loop.start()
     return 0
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,15 +66,36 @@ _COLUMNS = (
 )
 
 
+OPEN_TIMEOUT_S = 10.0
+
+
 def open_db(data_dir: Path) -> sqlite3.Connection:
     data_dir.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
-        data_dir / DB_FILENAME, isolation_level=None, check_same_thread=False, timeout=10
+        data_dir / DB_FILENAME,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=OPEN_TIMEOUT_S,
     )
-    conn.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(_SCHEMA)
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    # Switching a new file to WAL takes an exclusive lock and SQLite's busy
+    # handler does not wait for it, so two first openers (the hub's actors, or
+    # the token CLI beside a starting hub) would see "database is locked".
+    deadline = time.monotonic() + OPEN_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _dumps(value: Any) -> str:
@@ -189,6 +211,7 @@ class TaskStore:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._in_savepoint = False
 
     def begin(self) -> None:
         if not self._conn.in_transaction:
@@ -198,18 +221,24 @@ class TaskStore:
         if self._conn.in_transaction:
             self._conn.execute("COMMIT")
 
-    def savepoint(self) -> None:
-        self.begin()
-        self._conn.execute("SAVEPOINT message")
+    def _writing(self) -> None:
+        """Open the current message's savepoint on its first write (reads need none)."""
+        if not self._in_savepoint:
+            self.begin()
+            self._conn.execute("SAVEPOINT message")
+            self._in_savepoint = True
 
-    def release(self) -> None:
+    def end_message(self, *, keep: bool) -> None:
+        """Keep or undo what the current message wrote; its batch commits later."""
+        if not self._in_savepoint:
+            return
+        if not keep:
+            self._conn.execute("ROLLBACK TO message")
         self._conn.execute("RELEASE message")
-
-    def rollback_to_savepoint(self) -> None:
-        self._conn.execute("ROLLBACK TO message")
-        self._conn.execute("RELEASE message")
+        self._in_savepoint = False
 
     def insert(self, task: TaskRecord) -> None:
+        self._writing()
         cursor = self._conn.execute(
             "INSERT INTO tasks (description, metadata, priority, status, assigned_to,"
             " assigned_at, accepted_at, generation, retry_count, max_retries,"
@@ -221,6 +250,7 @@ class TaskStore:
         task.seq = cursor.lastrowid
 
     def update(self, task: TaskRecord) -> None:
+        self._writing()
         self._conn.execute(
             "UPDATE tasks SET description=?, metadata=?, priority=?, status=?, assigned_to=?,"
             " assigned_at=?, accepted_at=?, generation=?, retry_count=?, max_retries=?,"
@@ -248,7 +278,8 @@ class TaskStore:
         assigned_to: str | None = None,
         limit: int | None = None,
     ) -> list[TaskRecord]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if status is not None:
             clauses.append("status=?")
             params.append(status.value)

@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 
 
 class TimerHandle:
-    __slots__ = ("cancelled", "callback")
+    __slots__ = ("callback", "cancelled")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback

@@ -94,7 +94,9 @@ TASK_SUBMISSION = (
 
 TOKEN_REQUEST = (
     Field("agent_id", "string", required=True, rule=_non_empty, rule_text="must not be empty"),
-    Field("role", "string", rule=("agent", "admin").__contains__, rule_text="must be agent or admin"),
+    Field(
+        "role", "string", rule=("agent", "admin").__contains__, rule_text="must be agent or admin"
+    ),
 )
 
 _TASK_ID = Field("task_id", "string", required=True, rule=_non_empty, rule_text="must not be empty")
@@ -115,7 +117,12 @@ FRAMES: dict[str, tuple[Field, ...]] = {
     ),
     "task_accepted": (_TASK_ID,),
     "task_progress": (_TASK_ID, Field("status", "string")),
-    "task_complete": (_TASK_ID, _GENERATION, Field("result", "any"), Field("tokens_used", "integer")),
+    "task_complete": (
+        _TASK_ID,
+        _GENERATION,
+        Field("result", "any"),
+        Field("tokens_used", "integer"),
+    ),
     "task_failed": (_TASK_ID, _GENERATION, Field("error", "any"), Field("reason", "any")),
     "task_rejected": (_TASK_ID, Field("reason", "any")),
     "task_recovering": (_TASK_ID,),

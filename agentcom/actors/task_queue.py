@@ -86,13 +86,12 @@ class TaskQueue(BatchingActor):
     def _handle_receive(self, message: Any) -> Any:
         if isinstance(message, pykka.messages._ActorStop):
             return super()._handle_receive(message)
-        self._store.savepoint()
         try:
             response = super()._handle_receive(message)
         except BaseException:
-            self._store.rollback_to_savepoint()
+            self._store.end_message(keep=False)
             raise
-        self._store.release()
+        self._store.end_message(keep=True)
         return response
 
     def end_batch(self) -> None:

@@ -22,7 +22,7 @@ TRANSPORT_BODY_LIMIT = 16 * MAX_MESSAGE_BYTES
 
 
 def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Application:
-    handler_args = {"services": services}
+    handler_args: dict[str, object] = {"services": services}
     routes: list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]] = [
         (r"/health", HealthHandler, handler_args),
         (r"/ws", AgentSocket, {**handler_args, "registry": sockets}),
@@ -38,7 +38,7 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         (r"/admin/tokens/([^/]+)", TokenHandler, handler_args),
     ]
     return tornado.web.Application(
-        routes,  # type: ignore[arg-type]
+        routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=handler_args,
         websocket_max_message_size=TRANSPORT_BODY_LIMIT,

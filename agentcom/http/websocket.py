@@ -10,6 +10,7 @@ it, lifecycle messages are told to the AgentFSM, which answers through the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pykka
 import structlog
 import tornado.websocket
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from agentcom.actors.presence import Identity
 from agentcom.clock import now_ms
@@ -112,8 +113,9 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         """A peer that answers nothing will not finish a close handshake either."""
         if self.connection is not None:
             self.connection.close("disconnected")
-        if self.ws_connection is not None:
-            self.ws_connection.stream.close()  # type: ignore[attr-defined]
+        stream = self.ws_connection.stream if self.ws_connection is not None else None
+        if stream is not None:
+            stream.close()
 
     # --- frames from the agent ---------------------------------------------------------
 
@@ -169,7 +171,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             capability_names=capability_names(capabilities),
         )
         self.agent_id = identity.agent_id
-        self.connection = Connection(self, IOLoop.current())
+        self.connection = Connection(self, asyncio.get_running_loop())
         self.fsm_ref = await reply(self.services.presence.connect(identity, self.connection))
         log.info("agent_identified", agent_id=self.agent_id)
 
