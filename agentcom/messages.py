@@ -15,6 +15,7 @@ from typing import Any
 import pykka
 
 TASKS_TOPIC = "tasks"
+RECLAIMS_TOPIC = "reclaims"
 AGENTS_TOPIC = "agents"
 
 
@@ -140,6 +141,16 @@ class TaskCompleted:
     task_id: str
     agent_id: str
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReclaimed:
+    """On RECLAIMS_TOPIC: an assignment was taken back; its FSM must let go of it."""
+
+    task_id: str
+    agent_id: str
+    generation: int
+    cause: ReclaimCause
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,8 @@ def check(shape: tuple[Field, ...], value: Any) -> Mapping[str, Any]:
         if item is None:
             continue
         if not _is_kind(item, field.kind):
-            raise Invalid("invalid_field", f"{field.name} must be a {field.kind}")
+            article = "an" if field.kind[0] in "aeiou" else "a"
+            raise Invalid("invalid_field", f"{field.name} must be {article} {field.kind}")
         if field.rule is not None and not field.rule(item):
             raise Invalid("invalid_field", f"{field.name} {field.rule_text}")
     return value

@@ -36,6 +36,7 @@ from agentcom.messages import (
     AssignmentMade,
     ConnectionClosed,
     ReclaimCause,
+    TaskReclaimed,
     TaskRefused,
 )
 from agentcom.timers import TimerHandle, Timers
@@ -183,6 +184,8 @@ class AgentFSM(HubActor):
                 self._recovering(task_id)
             case AcceptanceDue(task_id, generation):
                 self._acceptance_due(task_id, generation)
+            case TaskReclaimed(task_id, _, generation, cause):
+                self._taken_back(task_id, generation, cause)
             case ConnectionClosed(reason):
                 self.stop_reason = reason
                 self.stop()
@@ -285,6 +288,11 @@ class AgentFSM(HubActor):
         self.flags.add(UNRESPONSIVE)
         self.log.warning("acceptance_timed_out", task_id=task_id, generation=generation)
         self._finished(task_id)
+
+    def _taken_back(self, task_id: str, generation: int, cause: ReclaimCause) -> None:
+        if task_id == self.task_id and generation == self.generation:
+            self.log.warning("task_taken_back", task_id=task_id, cause=cause.value)
+            self._finished(task_id)
 
     # --- internals ----------------------------------------------------------------------
 

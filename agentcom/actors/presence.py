@@ -5,7 +5,8 @@ It is the only place that maps an agent id to its live FSM, so it enforces
 is stopped (its task reclaimed with cause ``replaced``) before the new FSM
 starts and looks for a task still assigned to this agent. It watches every FSM
 it starts and forgets an agent when its FSM ends; it tells connected agents
-who joined and who left. Reads (lists for the API, ``list_agents``) ask the
+who joined and who left; and it passes each ``TaskReclaimed`` to the FSM of the
+agent that held the task, which is how a sweep's reclaim reaches that FSM. Reads (lists for the API, ``list_agents``) ask the
 FSMs for their state at that moment.
 """
 
@@ -18,9 +19,9 @@ import pykka
 import structlog
 
 from agentcom.actors.agent_fsm import AgentFSM, AgentLink
-from agentcom.actors.base import HubActor
+from agentcom.actors.base import HubActor, tell_quietly
 from agentcom.clock import Clock, now_ms
-from agentcom.messages import AGENTS_TOPIC, AgentLeft, AgentStopped
+from agentcom.messages import AGENTS_TOPIC, RECLAIMS_TOPIC, AgentLeft, AgentStopped, TaskReclaimed
 from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,9 @@ class Presence(HubActor):
         self._clock = clock
         self._agents: dict[str, _Connected] = {}
 
+    def on_start(self) -> None:
+        self._pubsub.subscribe(RECLAIMS_TOPIC, self.actor_ref).get()
+
     def on_stop(self) -> None:
         for agent in list(self._agents.values()):
             agent.link.close("shutdown")
@@ -119,7 +123,13 @@ class Presence(HubActor):
         return fsm_ref
 
     def on_receive(self, message: Any) -> None:
-        if isinstance(message, AgentStopped):
+        if isinstance(message, TaskReclaimed):
+            # Taken back by a sweep (or any path the FSM did not start): its FSM
+            # must stop holding it, or the agent would never get work again.
+            holder = self._agents.get(message.agent_id)
+            if holder is not None:
+                tell_quietly(holder.fsm_ref, message)
+        elif isinstance(message, AgentStopped):
             agent = self._agents.get(message.agent_id)
             if agent is not None and agent.fsm_ref.actor_urn == message.fsm_urn:
                 del self._agents[message.agent_id]

@@ -30,6 +30,7 @@ from agentcom.actors.base import BatchingActor
 from agentcom.clock import Clock, now_ms
 from agentcom.matching import QueuedIndex
 from agentcom.messages import (
+    RECLAIMS_TOPIC,
     TASKS_TOPIC,
     AgentStopped,
     Assignment,
@@ -41,6 +42,7 @@ from agentcom.messages import (
     TaskCompleted,
     TaskDeadLettered,
     TaskQueued,
+    TaskReclaimed,
     TaskRefused,
     TaskSpec,
     TaskStatus,
@@ -67,6 +69,7 @@ class TaskQueue(BatchingActor):
         self._queued = QueuedIndex()
         self._counts: Counter[tuple[TaskStatus, Priority]] = Counter()
         self._events: list[object] = []
+        self._reclaims: list[TaskReclaimed] = []
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -100,6 +103,9 @@ class TaskQueue(BatchingActor):
         if self._events:
             events, self._events = self._events, []
             self._pubsub.publish.defer(TASKS_TOPIC, events)
+        if self._reclaims:
+            reclaims, self._reclaims = self._reclaims, []
+            self._pubsub.publish.defer(RECLAIMS_TOPIC, reclaims)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AgentStopped):
@@ -214,9 +220,11 @@ class TaskQueue(BatchingActor):
         if task is None or task.status is not TaskStatus.ASSIGNED or task.generation != generation:
             return False
         agent_id = task.assigned_to
+        assert agent_id is not None
         now = self._clock()
         task.record("reclaimed", now, cause=cause.value, agent_id=agent_id, generation=generation)
         self._requeue(task, "reclaimed", now)
+        self._reclaims.append(TaskReclaimed(task_id, agent_id, generation, cause))
         log.info("task_reclaimed", task_id=task_id, agent_id=agent_id, cause=cause.value)
         return True
 
@@ -260,7 +268,11 @@ class TaskQueue(BatchingActor):
         log.info("task_accepted", task_id=task_id, agent_id=agent_id)
 
     def progress(self, task_id: str, agent_id: str) -> None:
-        task = self._assigned_to(task_id, agent_id)
+        """A heartbeat; sent without waiting, so a stale one is ignored, never raised."""
+        task = self._live.get(task_id)
+        if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
+            log.info("stale_progress_ignored", task_id=task_id, agent_id=agent_id)
+            return
         task.updated_at = self._clock()
         self._store.update(task)
 
@@ -296,7 +308,9 @@ class TaskQueue(BatchingActor):
         if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
             log.info("task_recovery_refused", task_id=task_id, agent_id=agent_id)
             return None
+        # An agent recovering a task is working on it: that is acceptance too.
         task.updated_at = self._clock()
+        task.accepted_at = task.accepted_at or task.updated_at
         self._store.update(task)
         log.info("task_recovery_continued", task_id=task_id, agent_id=agent_id)
         return task.generation
@@ -340,8 +354,20 @@ class TaskQueue(BatchingActor):
             log.warning("task_dead_lettered", task_id=task.id, agent_id=agent_id, error=error)
             return "dead_letter"
         if overdue:
-            task.record("reclaimed", now, cause=ReclaimCause.OVERDUE.value, agent_id=agent_id)
+            assert agent_id is not None
+            generation = task.generation
+            task.record(
+                "reclaimed",
+                now,
+                cause=ReclaimCause.OVERDUE.value,
+                agent_id=agent_id,
+                generation=generation,
+                retry_count=task.retry_count,
+            )
             self._requeue(task, "reclaimed", now)
+            self._reclaims.append(
+                TaskReclaimed(task.id, agent_id, generation, ReclaimCause.OVERDUE)
+            )
         else:
             task.record("retry", now, error=error, retry_count=task.retry_count, agent_id=agent_id)
             self._requeue(task, "retry", now)

@@ -60,3 +60,22 @@ def test_agents_hear_who_joins_and_who_leaves(
     (state,) = presence.agent_states("a1").get(timeout=5)
     assert state["current_task_id"] is None
     assert presence.agent_states("a2").get(timeout=5) == []
+
+
+def test_a_task_the_sweep_takes_back_frees_its_agent(
+    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
+) -> None:
+    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    link, fsm = connect(presence, "a1")
+    task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
+    (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
+    assert fsm.ask(AssignmentMade(assignment), timeout=5)
+    task_queue.accept(assignment.task_id, "a1").get(timeout=5)
+    clock.advance(10_000)
+
+    task_queue.sweep(stuck_threshold_ms=1_000, acceptance_timeout_ms=1_000).get(timeout=5)
+
+    wait_until(
+        lambda: (state := fsm.proxy().snapshot().get(timeout=5))["fsm_state"] == "idle" or state,
+        what="the FSM letting go of the swept task",
+    )

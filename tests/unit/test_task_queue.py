@@ -275,3 +275,25 @@ def test_queue_and_assignments_survive_a_restart(
     )
     assert [a.task_id for a in pairs] == [urgent, low]
     second.complete(held, "gpu-box", assignment.generation, None, None).get(timeout=5)
+
+
+def test_a_stale_progress_report_is_ignored_and_the_queue_keeps_working(
+    task_queue: Any, queue_ref: pykka.ActorRef[Any]
+) -> None:
+    task_id = submit(task_queue)
+
+    task_queue.progress.defer("task-unknown", "a1")
+    task_queue.progress.defer(task_id, "not-the-holder")
+
+    assert queue_ref.is_alive()
+    assert task_queue.get(task_id).get(timeout=5)["status"] == "queued"
+    assert queue_ref.is_alive()
+
+
+def test_recovering_a_task_counts_as_accepting_it(task_queue: Any) -> None:
+    task_id = submit(task_queue)
+    assign(task_queue)
+
+    task_queue.recover(task_id, "a1").get(timeout=5)
+
+    assert task_queue.held_by("a1").get(timeout=5).accepted
