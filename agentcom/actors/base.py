@@ -75,6 +75,10 @@ class HubActor(pykka.ThreadingActor):
 class BatchingActor(HubActor):
     """Handles all waiting messages, then ``end_batch()``, then replies to them all."""
 
+    survives_failed_tells = False
+    """If True, a ``tell`` whose handler raises is logged and the actor carries on
+    (Pykka would stop it); for actors that undo a failed message themselves."""
+
     def end_batch(self) -> None:
         """Make the batch's changes durable. Raising here fails every reply of the batch.
 
@@ -117,6 +121,11 @@ class BatchingActor(HubActor):
         except Exception:
             if envelope.reply_to is not None:
                 return envelope, None, sys.exc_info()
+            if self.survives_failed_tells:
+                log.exception(
+                    "tell_failed", actor=str(self), message=type(envelope.message).__name__
+                )
+                return None
             self._handle_failure(*sys.exc_info())
             try:
                 self.on_failure(*sys.exc_info())

@@ -59,6 +59,10 @@ _STOP_REASON_TO_CAUSE = {
 
 
 class TaskQueue(BatchingActor):
+    # A fire-and-forget message that fails is rolled back by its savepoint;
+    # stopping the queue for it would stop every submitter and agent.
+    survives_failed_tells = True
+
     def __init__(self, data_dir: Path, pubsub: pykka.ActorRef[Any], clock: Clock = now_ms) -> None:
         super().__init__()
         self._data_dir = data_dir

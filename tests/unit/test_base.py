@@ -117,3 +117,19 @@ def test_death_watch_ignores_watchers_that_are_gone() -> None:
     ref.stop()
 
     assert watch.died("crashed")
+
+
+class Sturdy(Ledger):
+    survives_failed_tells = True
+
+
+def test_an_actor_that_survives_failed_tells_keeps_handling_messages() -> None:
+    sturdy = Sturdy.start(*open_gates())
+    fragile = Ledger.start(*open_gates())
+
+    sturdy.proxy().explode.defer()
+    fragile.proxy().explode.defer()
+
+    assert sturdy.proxy().write("still here").get(timeout=5) == 1
+    with pytest.raises(pykka.ActorDeadError):
+        fragile.proxy().write("gone").get(timeout=5)

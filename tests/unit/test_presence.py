@@ -66,7 +66,7 @@ def test_a_task_the_sweep_takes_back_frees_its_agent(
     queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
     presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
-    link, fsm = connect(presence, "a1")
+    _, fsm = connect(presence, "a1")
     task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
     (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
     assert fsm.ask(AssignmentMade(assignment), timeout=5)
