@@ -67,6 +67,10 @@ class CallbackFuture(pykka.ThreadingFuture[Any]):
 class HubActor(pykka.ThreadingActor):
     """Base of every hub actor: its asks return ``CallbackFuture``s."""
 
+    # An interpreter exiting without a clean stop must not hang on actor
+    # threads; nothing acknowledged is lost, since replies follow commits.
+    use_daemon_thread = True
+
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
         return CallbackFuture()

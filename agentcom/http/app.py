@@ -17,8 +17,10 @@ from agentcom.http.tasks import (
 )
 from agentcom.http.websocket import AgentSocket, SocketRegistry
 
-# Tornado refuses bodies past this itself; up to it, handlers answer 413 in JSON.
-TRANSPORT_BODY_LIMIT = 16 * MAX_MESSAGE_BYTES
+# Up to this size a body or frame is read, so the hub can answer "too large" in
+# JSON and keep the connection; past it Tornado itself drops the connection
+# (for a WebSocket with close code 1009), rather than buffer without bound.
+TRANSPORT_BODY_LIMIT = 64 * MAX_MESSAGE_BYTES
 
 
 def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Application:

@@ -79,6 +79,15 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         self.fsm_ref: pykka.ActorRef[Any] | None = None
         self.last_heard = time.monotonic()
 
+    async def get(self, *args: str, **kwargs: str) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # Tornado's own refusal is an HTML page; every reply here is JSON.
+            self.set_status(400)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": "websocket_upgrade_required"}))
+            return
+        await super().get(*args, **kwargs)
+
     def check_origin(self, origin: str) -> bool:
         return True  # agents are programs, not browser pages; the token is the check
 
