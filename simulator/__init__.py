@@ -1,0 +1,10 @@
+"""Simulated agents for exercising a hub over its real WebSocket protocol.
+
+`AgentSim` is one scripted agent; `Behaviour` says how it answers a task. The
+smoke suite drives them from pytest, `python -m simulator` from a shell.
+"""
+
+from simulator.agent_sim import AgentSim, AgentSimError, ReceivedTask
+from simulator.behaviour import Action, Behaviour
+
+__all__ = ["Action", "AgentSim", "AgentSimError", "Behaviour", "ReceivedTask"]

@@ -1,0 +1,345 @@
+"""A scripted agent that speaks the hub's WebSocket protocol.
+
+`AgentSim` owns one WebSocket connection to a hub and answers every
+`task_assign` the way its `Behaviour` says. It runs its own asyncio loop on a
+daemon thread so that synchronous callers (pytest, the command line's main
+thread) can drive several agents at once, and so that one agent's delayed
+completion never holds up another agent.
+
+It records what it saw for assertions: the tasks it was handed, the
+`task_ack`s that confirmed a completion, and every error frame. It never
+reconnects: an agent that was stopped or killed stays gone, which is what a
+test of the hub's recovery needs.
+
+Threads: the public methods run in the caller's thread; everything that
+touches the connection runs on the agent's loop thread. Recorded state is
+shared under a lock and read back as copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
+
+from simulator.behaviour import Action, Behaviour
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+# Tornado waits up to 5 s for the hub to answer a close frame before it
+# drops the connection itself; leave room for that.
+STOP_TIMEOUT_S = 10.0
+KILL_TIMEOUT_S = 5.0
+FAILURE_ERROR = "simulated failure"
+REJECT_REASON = "busy"
+
+
+class AgentSimError(Exception):
+    """The simulated agent could not do what it was asked (identify, be killed, stop)."""
+
+
+class ReceivedTask(NamedTuple):
+    task_id: str
+    generation: int
+    # Wall-clock ms since the Unix epoch, comparable with the hub's timestamps.
+    received_at: int
+
+
+class AgentSim:
+    """One simulated agent; see the module docstring."""
+
+    def __init__(
+        self,
+        hub_ws_url: str,
+        agent_id: str,
+        token: str,
+        behaviour: Behaviour | str = "complete",
+        capabilities: Iterable[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.hub_ws_url = hub_ws_url
+        self.agent_id = agent_id
+        self.name = name or agent_id
+        self.behaviour = Behaviour.parse(behaviour) if isinstance(behaviour, str) else behaviour
+        self.capabilities = tuple(capabilities)
+        self._token = token
+        self.log: FilteringBoundLogger = log.bind(agent_id=agent_id)
+
+        # Written on the loop thread, read from any thread.
+        self._lock = threading.Lock()
+        self._received: list[ReceivedTask] = []
+        self._errors: list[dict[str, Any]] = []
+        self._completed_count = 0
+        self._identified = threading.Event()
+        # Set once the identify question has an answer: identified, refused,
+        # or the connection is gone. `_failure` says why when not identified.
+        self._handshake_over = threading.Event()
+        self._failure = "connection ended"
+
+        # Owned by the loop thread once it runs.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_ready = threading.Event()
+        self._main_task: asyncio.Task[None] | None = None
+        self._connection: WebSocketClientConnection | None = None
+        self._delayed_work: set[asyncio.Task[None]] = set()
+        # Once set by stop() or kill_connection(), nothing more goes on the wire.
+        self._silenced = False
+        self._thread = threading.Thread(target=self._run, name=f"agent-sim-{agent_id}", daemon=True)
+        # Waited on instead of joining the thread: a Ctrl-C that interrupts
+        # Thread.join() leaves the thread looking dead (CPython before 3.13).
+        self._ended = threading.Event()
+
+    # -- called from the caller's thread ---------------------------------
+
+    def start(self) -> None:
+        """Connect and identify in the background; see `wait_identified`."""
+        self._thread.start()
+        self._loop_ready.wait()
+
+    def wait_identified(self, timeout: float = 5.0) -> None:
+        """Return once the hub answered `identified`; raise `AgentSimError` otherwise."""
+        if not self._handshake_over.wait(timeout):
+            raise AgentSimError(f"{self.agent_id}: not identified after {timeout}s")
+        if not self._identified.is_set():
+            raise AgentSimError(f"{self.agent_id}: not identified: {self._failure}")
+
+    @property
+    def identified(self) -> bool:
+        return self._identified.is_set()
+
+    @property
+    def received_tasks(self) -> list[ReceivedTask]:
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def completed_count(self) -> int:
+        """How many `task_ack` frames with status `complete` the hub sent this agent."""
+        with self._lock:
+            return self._completed_count
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Error frames from the hub, and frames the agent could not read."""
+        with self._lock:
+            return list(self._errors)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the connection has ended and the loop is gone; True if so."""
+        return self._ended.wait(timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Close the connection with a close frame and end the thread.
+
+        Safe to call more than once, before `start`, and after `kill_connection`.
+        """
+        if self._loop is None or self._ended.is_set():
+            return
+        # RuntimeError: the loop already closed, the connection ended on its own.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._close_cleanly)
+        if not self.wait_closed(timeout):
+            raise AgentSimError(f"{self.agent_id}: still running {timeout}s after stop()")
+
+    def kill_connection(self, timeout: float = KILL_TIMEOUT_S) -> None:
+        """Drop the TCP connection abruptly, with no close frame.
+
+        The hub sees a reset connection, not a goodbye. Returns once the socket
+        is closed; from then on the agent sends nothing and does not reconnect.
+        """
+        if self._loop is None or self._ended.is_set():
+            raise AgentSimError(f"{self.agent_id}: no connection to kill")
+        drop = self._drop_connection()
+        try:
+            future = asyncio.run_coroutine_threadsafe(drop, self._loop)
+        except RuntimeError:
+            drop.close()  # never scheduled: the loop is already closed
+            raise AgentSimError(f"{self.agent_id}: connection already ended") from None
+        future.result(timeout)
+
+    # -- the loop thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._ended.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._main_task = asyncio.current_task()
+        self._loop_ready.set()
+        try:
+            await self._connect_and_listen()
+        except asyncio.CancelledError:
+            self._failure = "stopped before the connection was made"
+        except Exception as error:  # connection refused, handshake rejected, ...
+            self._failure = f"{type(error).__name__}: {error}"
+            self.log.error("connection_failed", error=self._failure)
+        finally:
+            self._silence()
+            self._handshake_over.set()
+
+    async def _connect_and_listen(self) -> None:
+        self.log.info("connecting", hub=self.hub_ws_url, behaviour=str(self.behaviour))
+        connection = await websocket_connect(self.hub_ws_url, connect_timeout=CONNECT_TIMEOUT_S)
+        self._connection = connection
+        identify = {
+            "type": "identify",
+            "agent_id": self.agent_id,
+            "token": self._token,
+            "name": self.name,
+            "status": "idle",
+            "capabilities": list(self.capabilities),
+        }
+        await self._send(identify, "identify_sent", self.log)
+        while (message := await connection.read_message()) is not None:
+            try:
+                await self._on_frame(json.loads(message))
+            except (ValueError, KeyError, TypeError) as error:
+                self._note_unreadable(message, error)
+        if not self._silenced:
+            self.log.warning(
+                "connection_lost", close_code=connection.close_code, reason=connection.close_reason
+            )
+            if not self._handshake_over.is_set():
+                self._failure = f"hub closed the connection (code {connection.close_code})"
+        self.log.info("connection_closed")
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        match frame["type"]:
+            case "identified":
+                self._identified.set()
+                self._handshake_over.set()
+                self.log.info("identified", capabilities=list(self.capabilities))
+            case "error":
+                self._on_error(frame)
+            case "task_assign":
+                await self._on_task_assign(frame["task_id"], frame["generation"])
+            case "task_ack":
+                self._on_task_ack(frame["task_id"], frame["status"])
+            case other:  # presence broadcasts, pongs: nothing to do
+                self.log.debug("frame_ignored", frame_type=other)
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        with self._lock:
+            self._errors.append(frame)
+        self.log.warning("hub_error", error=frame.get("error"))
+        if not self._identified.is_set():
+            self._failure = f"hub refused identify: {frame.get('error')}"
+            self._handshake_over.set()
+
+    def _note_unreadable(self, message: str | bytes, error: Exception) -> None:
+        with self._lock:
+            self._errors.append(
+                {"type": "unreadable_frame", "frame": message, "problem": repr(error)}
+            )
+        self.log.warning("frame_unreadable", frame=message, problem=repr(error))
+
+    async def _on_task_assign(self, task_id: str, generation: int) -> None:
+        task_log = self.log.bind(task_id=task_id, generation=generation)
+        with self._lock:
+            self._received.append(ReceivedTask(task_id, generation, time.time_ns() // 1_000_000))
+        task_log.info("task_received", behaviour=str(self.behaviour))
+
+        action = self.behaviour.action
+        if action is Action.IGNORE:
+            task_log.info("task_ignored")
+            return
+        if action is Action.REJECT:
+            rejected = {"type": "task_rejected", "task_id": task_id, "reason": REJECT_REASON}
+            await self._send(rejected, "task_rejected", task_log)
+            return
+
+        await self._send({"type": "task_accepted", "task_id": task_id}, "task_accepted", task_log)
+        if action is Action.COMPLETE:
+            await self._send_complete(task_id, generation, task_log)
+        elif action is Action.FAIL:
+            failed = {
+                "type": "task_failed",
+                "task_id": task_id,
+                "generation": generation,
+                "error": FAILURE_ERROR,
+            }
+            await self._send(failed, "task_failed", task_log)
+        else:
+            # A task of its own, so the agent keeps reading frames while it
+            # "works"; kept in a set so stop and kill can cancel it.
+            work = asyncio.create_task(self._complete_after_delay(task_id, generation, task_log))
+            self._delayed_work.add(work)
+            work.add_done_callback(self._delayed_work.discard)
+
+    async def _complete_after_delay(
+        self, task_id: str, generation: int, task_log: FilteringBoundLogger
+    ) -> None:
+        task_log.info("task_working", delay_ms=self.behaviour.delay_ms)
+        await asyncio.sleep(self.behaviour.delay_ms / 1000)
+        await self._send_complete(task_id, generation, task_log)
+
+    async def _send_complete(
+        self, task_id: str, generation: int, task_log: FilteringBoundLogger
+    ) -> None:
+        complete = {
+            "type": "task_complete",
+            "task_id": task_id,
+            "generation": generation,
+            "result": {"ok": True},
+            "tokens_used": 0,
+        }
+        await self._send(complete, "task_completed", task_log)
+
+    def _on_task_ack(self, task_id: str, status: str) -> None:
+        if status == "complete":
+            with self._lock:
+                self._completed_count += 1
+        self.log.info("task_ack", task_id=task_id, status=status)
+
+    async def _send(
+        self, frame: dict[str, Any], event: str, event_log: FilteringBoundLogger
+    ) -> None:
+        """Send one frame unless the agent was stopped or killed; log `event` once sent."""
+        if self._silenced or self._connection is None:
+            event_log.debug("send_skipped", frame_type=frame["type"])
+            return
+        try:
+            await self._connection.write_message(json.dumps(frame))
+        except WebSocketClosedError:
+            event_log.warning("send_failed_connection_closed", frame_type=frame["type"])
+            return
+        event_log.info(event)
+
+    def _silence(self) -> None:
+        self._silenced = True
+        for work in self._delayed_work:
+            work.cancel()
+
+    def _close_cleanly(self) -> None:
+        self._silence()
+        if self._connection is not None:
+            self._connection.close(1000, "agent stopped")
+        elif self._main_task is not None:
+            self._main_task.cancel()  # still connecting
+        self.log.info("stopping")
+
+    async def _drop_connection(self) -> None:
+        connection = self._connection
+        if connection is None or connection.protocol is None or connection.protocol.stream is None:
+            raise AgentSimError(f"{self.agent_id}: not connected")
+        self._silence()
+        stream = connection.protocol.stream
+        # A zero linger time makes close() discard unsent data and send a TCP
+        # reset instead of the orderly FIN: the hub's next read fails at once.
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.close()
+        self.log.info("connection_killed")

@@ -1,0 +1,1 @@
+"""Shared helpers for the smoke suite: HTTP calls, simulated agents, assertions."""
