@@ -257,6 +257,13 @@ class AcceptanceDue:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleDue:
+    """An FSM held back its "idle" after a busy rejection; ``epoch`` spots stale ticks."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleDue:
     pass
 

@@ -35,6 +35,7 @@ from agentcom.messages import (
     AgentStopped,
     AssignmentMade,
     ConnectionClosed,
+    IdleDue,
     ReclaimCause,
     TaskReclaimed,
     TaskRefused,
@@ -45,6 +46,9 @@ log = structlog.get_logger(__name__)
 
 REPLY_TIMEOUT_S = 10.0
 UNRESPONSIVE = "unresponsive"
+BUSY = "busy"
+BUSY_BACKOFF_MS = 1_000
+MAX_BUSY_BACKOFF_MS = 30_000
 
 
 class FsmState(StrEnum):
@@ -106,6 +110,8 @@ class AgentFSM(HubActor):
         self._timers = timers
         self._acceptance_timeout_ms = acceptance_timeout_ms
         self._acceptance_timer: TimerHandle | None = None
+        self._idle_delay_ms = 0
+        self._idle_epoch = 0
         self._clock = clock
         self.log = log.bind(agent_id=agent_id)
         self.death_watch = DeathWatch(self._stopped_notice)
@@ -184,6 +190,9 @@ class AgentFSM(HubActor):
                 self._recovering(task_id)
             case AcceptanceDue(task_id, generation):
                 self._acceptance_due(task_id, generation)
+            case IdleDue(epoch):
+                if epoch == self._idle_epoch and self.state is FsmState.IDLE:
+                    self._announce_idle()
             case TaskReclaimed(task_id, _, generation, cause):
                 self._taken_back(task_id, generation, cause)
             case ConnectionClosed(reason):
@@ -194,6 +203,11 @@ class AgentFSM(HubActor):
         return None
 
     def _deliver(self, assignment: Any) -> bool:
+        if (assignment.task_id, assignment.generation) == (self.task_id, self.generation):
+            # The agent reconnected holding this task and its task_recovering
+            # was handled before this offer of the same assignment arrived.
+            self.log.info("assignment_already_held", task_id=assignment.task_id)
+            return True
         if self.state is not FsmState.IDLE:
             self.log.info(
                 "assignment_refused", task_id=assignment.task_id, fsm_state=self.state.value
@@ -215,6 +229,7 @@ class AgentFSM(HubActor):
         if task_id == self.task_id and self.state is FsmState.ASSIGNED:
             self._cancel_acceptance()
             self.flags.discard(UNRESPONSIVE)
+            self._idle_delay_ms = 0
             self._move(FsmState.WORKING)
         self.link.send({"type": "task_ack", "task_id": task_id, "status": "accepted"})
 
@@ -256,6 +271,14 @@ class AgentFSM(HubActor):
             self._refused("task_reject_failed", task_id, refused)
             return
         self.link.send({"type": "task_ack", "task_id": task_id, "status": "rejected"})
+        if reason == BUSY:
+            # The agent is still running something the hub no longer counts
+            # (a task the sweep took back). Offering it work again at once
+            # would bounce a task off it many times a second: wait, longer
+            # each time it says busy, until it accepts something.
+            self._idle_delay_ms = min(
+                max(self._idle_delay_ms * 2, BUSY_BACKOFF_MS), MAX_BUSY_BACKOFF_MS
+            )
         self._finished(task_id)
 
     def _recovering(self, task_id: str) -> None:
@@ -307,7 +330,12 @@ class AgentFSM(HubActor):
         self._cancel_acceptance()
         self.task_id = self.generation = None
         self._move(FsmState.IDLE)
-        self._announce_idle()
+        if self._idle_delay_ms:
+            self._idle_epoch += 1
+            ref, due = self.actor_ref, IdleDue(self._idle_epoch)
+            self._timers.call_later(self._idle_delay_ms / 1000, lambda: tell_quietly(ref, due))
+        else:
+            self._announce_idle()
 
     def _announce_idle(self) -> None:
         event = AgentIdle(

@@ -1,3 +1,4 @@
+import time
 from typing import Any
 
 import pykka
@@ -268,3 +269,35 @@ def test_an_invalid_transition_is_refused() -> None:
 
     with pytest.raises(InvalidTransition):
         fsm._move(FsmState.WORKING)
+
+
+def test_an_offer_of_the_assignment_already_held_counts_as_delivered(
+    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers
+) -> None:
+    task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
+    (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
+    link = FakeLink()
+    fsm = start_fsm(queue_ref, pubsub_ref, timers, link)  # picks the assignment up
+    fsm.tell(AgentRecovering(assignment.task_id))
+    assert link.next_frame()["type"] == "task_continue"
+
+    assert fsm.ask(AssignmentMade(assignment), timeout=5) is True
+
+    assert task_queue.get(assignment.task_id).get(timeout=5)["status"] == "assigned"
+    assert state_of(fsm)["current_task_id"] == assignment.task_id
+
+
+def test_an_agent_that_says_busy_is_not_offered_work_again_at_once(
+    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, idle_events: Any
+) -> None:
+    link = FakeLink()
+    fsm = start_fsm(queue_ref, pubsub_ref, timers, link)
+    next_of(idle_events, AgentIdle)
+    frame = offer(task_queue, fsm, link)
+
+    fsm.tell(AgentRejected(frame["task_id"], "busy"))
+    rejected_at = time.monotonic()
+
+    assert link.next_frame()["status"] == "rejected"
+    next_of(idle_events, AgentIdle)
+    assert time.monotonic() - rejected_at >= 0.9, "idle announced before the busy backoff"
