@@ -1,0 +1,235 @@
+"""The `--wake-command`/`--results-dir` mode: the convention of the original AgentCom sidecar.
+
+For agents that live longer than one task. The wake command only tells the
+agent there is work (with `${TASK_ID}`, `${TASK_JSON}` and `${TASK_DESCRIPTION}`
+filled in); the agent then writes `RESULTS_DIR/TASK_ID.started` when it begins
+and `RESULTS_DIR/TASK_ID.json` when it is done. The worker polls the directory
+(no inotify dependency, and a short interval is cheap for two files).
+
+The original pasted values in with only `"` escaped, fit for a placeholder in
+double quotes and nothing else; here each value is quoted for wherever it
+stands in the command (bare, in "...", or in '...'), so a description can hold
+any text without being run by the shell.
+
+The wake command may leave the agent running, so a finished task does not end
+its process group; a timeout or a cancellation does. Nor is the group
+recorded for a restarted worker to end: an agent that outlived a crashed
+worker may still write its result, and the restarted worker takes it. The
+wake command's output goes to `RESULTS_DIR/TASK_ID.wake.log`, a file rather
+than a pipe that nobody would read once the task is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from agentcom.worker.assignment import Assignment
+from agentcom.worker.outcome import (
+    TAIL_CHARS,
+    Failed,
+    Outcome,
+    describe_exit,
+    failed_with_stderr,
+    outcome_of_result_document,
+)
+from agentcom.worker.process import end_process_group
+from agentcom.worker.runner import RunHooks, TimeLimit, command_environment
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.2
+# A result file still unparseable after staying unchanged this long is not being
+# written any more: it is broken, and the task fails on it.
+RESULT_SETTLE_SECONDS = 2.0
+
+_PLACEHOLDER = re.compile(r"\$\{(TASK_ID|TASK_JSON|TASK_DESCRIPTION)\}")
+_SPECIAL_IN_DOUBLE_QUOTES = re.compile(r'([\\"$`])')
+
+
+def fill_wake_command(template: str, assignment: Assignment) -> str:
+    """The template with each placeholder replaced by its value, quoted for its context."""
+    values = {
+        "TASK_ID": assignment.task_id,
+        "TASK_JSON": assignment.to_json(),
+        "TASK_DESCRIPTION": assignment.description,
+    }
+    return _substitute(template, values)
+
+
+def _substitute(template: str, values: Mapping[str, str]) -> str:
+    filled: list[str] = []
+    quote: str | None = None  # the quote character we are inside, if any
+    position = 0
+    while position < len(template):
+        char = template[position]
+        if char == "\\" and quote != "'":  # an escaped character is copied as it is
+            filled.append(template[position : position + 2])
+            position += 2
+            continue
+        placeholder = _PLACEHOLDER.match(template, position)
+        if placeholder:
+            filled.append(_quoted(values[placeholder[1]], quote))
+            position = placeholder.end()
+            continue
+        if quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        filled.append(char)
+        position += 1
+    return "".join(filled)
+
+
+def _quoted(value: str, quote: str | None) -> str:
+    if quote == '"':
+        return _SPECIAL_IN_DOUBLE_QUOTES.sub(r"\\\1", value)
+    if quote == "'":
+        # Nothing escapes inside '...': close it, add a quoted word, reopen it.
+        return f"'{shlex.quote(value)}'"
+    return shlex.quote(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFiles:
+    """The files of one task in the results directory."""
+
+    started: Path
+    result: Path
+    wake_log: Path
+
+    @classmethod
+    def of(cls, results_dir: Path, task_id: str) -> ResultFiles:
+        return cls(
+            results_dir / f"{task_id}.started",
+            results_dir / f"{task_id}.json",
+            results_dir / f"{task_id}.wake.log",
+        )
+
+    def remove_signals(self) -> None:
+        self.started.unlink(missing_ok=True)
+        self.result.unlink(missing_ok=True)
+
+    def wake_output_tail(self) -> str:
+        try:
+            with open(self.wake_log, "rb") as file:
+                file.seek(0, 2)
+                file.seek(max(0, file.tell() - 4 * TAIL_CHARS))
+                return file.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class ResultsDirRunner:
+    def __init__(
+        self, wake_command: str, results_dir: Path, workdir: Path, task_timeout: float | None
+    ) -> None:
+        self._wake_command = wake_command
+        self._results_dir = results_dir
+        self._workdir = workdir
+        self._task_timeout = task_timeout
+
+    async def run(self, assignment: Assignment, *, resume: bool, hooks: RunHooks) -> Outcome:
+        task_log = log.bind(task_id=assignment.task_id)
+        self._results_dir.mkdir(parents=True, exist_ok=True)
+        files = ResultFiles.of(self._results_dir, assignment.task_id)
+        if not resume:
+            files.remove_signals()  # left over from an earlier attempt at this task
+        limit = TimeLimit.for_task(assignment, self._task_timeout)
+        if limit is not None and limit.seconds <= 0:
+            return limit.expired_before_start()
+
+        wake: subprocess.Popen[bytes] | None = None
+        if files.result.exists():
+            task_log.info("result_found_on_resume", path=str(files.result))
+        else:
+            try:
+                wake = self._wake(assignment, files)
+            except OSError as error:
+                return Failed(f"wake command could not start: {error}")
+            task_log.info("wake_command_started", pid=wake.pid)
+
+        ended_early = True  # timed out or cancelled: the agent's work is no longer wanted
+        try:
+            outcome = await asyncio.wait_for(
+                self._watch(files, wake, hooks.agent_started, task_log),
+                limit.seconds if limit is not None else None,
+            )
+            ended_early = False
+            return outcome
+        except TimeoutError:
+            assert limit is not None
+            task_log.warning("task_timed_out", time_limit_s=limit.seconds)
+            return limit.exceeded(files.wake_output_tail())
+        finally:
+            if ended_early and wake is not None:
+                await end_process_group(wake.pid)
+                wake.poll()
+            files.remove_signals()
+
+    def _wake(self, assignment: Assignment, files: ResultFiles) -> subprocess.Popen[bytes]:
+        # Popen rather than an asyncio subprocess: the agent may outlive the task,
+        # and an asyncio transport kills its process when it is garbage collected.
+        with open(files.wake_log, "ab") as output:
+            return subprocess.Popen(
+                fill_wake_command(self._wake_command, assignment),
+                shell=True,
+                cwd=self._workdir,
+                env=command_environment(
+                    assignment, AGENTCOM_RESULTS_DIR=str(self._results_dir.resolve())
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def _watch(
+        self,
+        files: ResultFiles,
+        wake: subprocess.Popen[bytes] | None,
+        on_started: Callable[[], None],
+        task_log: structlog.typing.FilteringBoundLogger,
+    ) -> Outcome:
+        started_seen = False
+        unparseable: tuple[tuple[int, int], float] | None = None  # file signature, first seen
+        wake_exit_logged = False
+        while True:
+            if not started_seen and files.started.exists():
+                started_seen = True
+                task_log.info("agent_started")
+                on_started()
+
+            try:
+                content = files.result.read_bytes()
+                status = files.result.stat()
+            except FileNotFoundError:
+                pass
+            else:
+                try:
+                    return outcome_of_result_document(json.loads(content))
+                except ValueError as error:
+                    signature = (status.st_size, status.st_mtime_ns)
+                    if unparseable is None or unparseable[0] != signature:
+                        unparseable = (signature, time.monotonic())
+                    elif time.monotonic() - unparseable[1] >= RESULT_SETTLE_SECONDS:
+                        return Failed(f"result file {files.result} is not valid JSON: {error}")
+
+            returncode = wake.poll() if wake is not None else None
+            if returncode is not None and not wake_exit_logged:
+                wake_exit_logged = True
+                task_log.info("wake_command_exited", returncode=returncode)
+                if returncode != 0:
+                    return failed_with_stderr(
+                        f"wake command {describe_exit(returncode)}", files.wake_output_tail()
+                    )
+            await asyncio.sleep(POLL_SECONDS)

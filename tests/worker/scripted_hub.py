@@ -1,0 +1,88 @@
+"""A stand-in hub that says exactly what a test scripts, for exchanges a real hub never starts.
+
+The real hub does not offer a task to an agent it believes busy, nor answer a
+completion with `stale_generation` on cue; those exchanges are still part of
+the contract the worker must honour. This hub accepts any identify, records
+every frame the worker sends, and sends whatever the test tells it to, on its
+own thread and IOLoop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+import tornado.websocket
+from tornado.netutil import bind_sockets
+
+# Frames a worker sends on its own schedule; a script waits past them.
+UNSCRIPTED = frozenset({"task_progress"})
+
+
+class _Socket(tornado.websocket.WebSocketHandler):
+    def initialize(self, hub: ScriptedHub) -> None:
+        self.hub = hub
+
+    def on_message(self, message: str | bytes) -> None:
+        frame = json.loads(message)
+        if frame["type"] == "identify":
+            self.hub.socket = self
+            self.write_message({"type": "identified", "agent_id": frame["agent_id"]})
+        self.hub.received.put(frame)
+
+
+class ScriptedHub:
+    def __init__(self) -> None:
+        self.received: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.socket: _Socket | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ScriptedHub", daemon=True)
+
+    def __enter__(self) -> ScriptedHub:
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def send(self, frame: dict[str, Any]) -> None:
+        assert self.socket is not None, "no worker has identified"
+        self._loop.call_soon_threadsafe(self.socket.write_message, frame)
+
+    def drop_connection(self) -> None:
+        assert self.socket is not None
+        self._loop.call_soon_threadsafe(self.socket.close)
+
+    def expect(self, frame_type: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """The worker's next scripted frame, which must be of this type and have these fields."""
+        while True:
+            frame = self.received.get(timeout=timeout)
+            if frame["type"] not in UNSCRIPTED:
+                break
+        assert frame["type"] == frame_type, frame
+        assert {key: frame.get(key) for key in fields} == fields, frame
+        return frame
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = tornado.web.Application([("/ws", _Socket, {"hub": self})])
+        [listener] = bind_sockets(0, "127.0.0.1")
+        self.port = listener.getsockname()[1]
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets([listener])
+        self._ready.set()
+        self._loop.run_forever()
+        server.stop()
+        self._loop.close()

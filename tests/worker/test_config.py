@@ -1,0 +1,134 @@
+"""Settings: flags over env vars over the config file over defaults, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from agentcom.worker.config import OPTIONS, ConfigError, build_parser, load_config
+
+REQUIRED = ["--hub", "ws://hub:4000/ws", "--agent-id", "alice", "--token", "t0k3n"]
+
+
+def test_defaults_fill_what_nobody_set() -> None:
+    config = load_config([*REQUIRED, "--exec", "true"], {})
+
+    assert config.name == "alice"
+    assert config.capabilities == ()
+    assert config.state_dir == Path("agentcom-worker-state")
+    assert config.workdir == Path(".")
+    assert (config.task_timeout, config.drain_timeout, config.progress_interval) == (
+        3600.0,
+        30.0,
+        30.0,
+    )
+    assert (config.log_format, config.log_level) == ("console", "info")
+
+
+def test_flag_beats_env_beats_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "worker.toml"
+    config_file.write_text(
+        'task_timeout = 10\ndrain_timeout = 11\nprogress_interval = 12\nexec = "true"\n'
+    )
+    environ = {
+        "AGENTCOM_WORKER_CONFIG": str(config_file),
+        "AGENTCOM_WORKER_TASK_TIMEOUT": "20",
+        "AGENTCOM_WORKER_DRAIN_TIMEOUT": "21",
+    }
+
+    config = load_config([*REQUIRED, "--task-timeout", "30"], environ)
+
+    assert (config.task_timeout, config.drain_timeout, config.progress_interval) == (30, 21, 12)
+    assert config.exec_command == "true"
+
+
+def test_everything_can_come_from_a_json_file_and_paths_are_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    config_file = tmp_path / "worker.json"
+    config_file.write_text(
+        json.dumps(
+            {
+                "hub": "wss://hub/ws",
+                "agent_id": "bob",
+                "token": "secret",
+                "capabilities": ["code", "python"],
+                "wake-command": "wake ${TASK_ID}",
+                "results_dir": "results",
+                "workdir": "work",
+                "task_timeout": 0,
+            }
+        )
+    )
+
+    config = load_config(["--config", str(config_file)], {})
+
+    assert (config.hub, config.agent_id, config.token) == ("wss://hub/ws", "bob", "secret")
+    assert config.capabilities == ("code", "python")
+    assert config.results_dir == tmp_path / "results"
+    assert config.workdir == tmp_path / "work"
+    assert config.task_timeout is None  # 0: no limit
+    assert "secret" not in repr(config)
+
+
+def test_capabilities_from_a_comma_list() -> None:
+    config = load_config([*REQUIRED, "--exec", "true", "--capabilities", "code, python,,"], {})
+
+    assert config.capabilities == ("code", "python")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--exec", "true"], {}, "missing --hub"),
+        ([*REQUIRED], {}, "give either --exec, or both --wake-command and --results-dir"),
+        ([*REQUIRED, "--wake-command", "x"], {}, "both --wake-command and --results-dir"),
+        ([*REQUIRED, "--exec", "a", "--results-dir", "r"], {}, "cannot be combined"),
+        ([*REQUIRED, "--exec", "a", "--task-timeout", "soon"], {}, "--task-timeout: expected"),
+        (
+            [*REQUIRED, "--exec", "a"],
+            {"AGENTCOM_WORKER_PROGRESS_INTERVAL": "0"},
+            "AGENTCOM_WORKER_PROGRESS_INTERVAL: expected a number of seconds > 0",
+        ),
+        ([*REQUIRED, "--exec", "a", "--log-format", "xml"], {}, "expected one of console, json"),
+        (["--hub", "http://hub", "--agent-id", "a", "--token", "t", "--exec", "a"], {}, "ws://"),
+        ([*REQUIRED, "--exec", "a", "--workdir", "/nonexistent/dir"], {}, "not a directory"),
+    ],
+)
+def test_bad_settings_name_their_source(
+    argv: list[str], environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(argv, environ)
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"tokn": "x"}')
+    broken = tmp_path / "broken.toml"
+    broken.write_text("task_timeout = ")
+    wrong_type = tmp_path / "wrong.toml"
+    wrong_type.write_text("task_timeout = true")
+
+    with pytest.raises(ConfigError, match="unknown settings tokn"):
+        load_config(["--config", str(unknown)], {})
+    with pytest.raises(ConfigError, match="is not valid"):
+        load_config(["--config", str(broken)], {})
+    with pytest.raises(ConfigError, match=r"wrong\.toml: task_timeout: expected a number"):
+        load_config([*REQUIRED, "--exec", "a", "--config", str(wrong_type)], {})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(["--config", str(tmp_path / "missing.json")], {})
+
+
+def test_help_explains_every_option_and_its_env_var(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+
+    assert exit_info.value.code == 0
+    for option in OPTIONS:
+        assert option.flag in text
+        assert option.env_var in text
+    assert "--config FILE" in text

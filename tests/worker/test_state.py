@@ -1,0 +1,98 @@
+"""The state file: what a crashed worker left, written atomically, one worker per record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentcom.worker.assignment import Assignment
+from agentcom.worker.outcome import Completed, Failed
+from agentcom.worker.process import CommandGroup
+from agentcom.worker.state import HeldTask, StateDirInUse, StateFile
+
+ASSIGNMENT = Assignment.from_fields(
+    {
+        "type": "task_assign",
+        "task_id": "task-1",
+        "description": "do it",
+        "metadata": {"repo": "x"},
+        "generation": 2,
+        "assigned_at": 1_700_000_000_000,
+        "complete_by": None,
+        "priority": "high",
+    }
+)
+
+
+def test_nothing_held_without_a_record(tmp_path: Path) -> None:
+    assert StateFile(tmp_path, "alice").load() is None
+
+
+@pytest.mark.parametrize(
+    "held",
+    [
+        HeldTask(ASSIGNMENT),
+        HeldTask(ASSIGNMENT, command_group=CommandGroup(4242, "boot-1")),
+        HeldTask(ASSIGNMENT, Completed({"ok": True}, 12)),
+        HeldTask(ASSIGNMENT.with_generation(5), Failed("exit 1")),
+    ],
+)
+def test_a_saved_task_loads_back_as_it_was(tmp_path: Path, held: HeldTask) -> None:
+    state = StateFile(tmp_path, "alice")
+    state.save(held)
+
+    assert StateFile(tmp_path, "alice").load() == held
+    assert [path.name for path in tmp_path.iterdir()] == ["alice.task.json"]  # no temp file left
+
+
+def test_the_record_keeps_fields_this_worker_does_not_know(tmp_path: Path) -> None:
+    state = StateFile(tmp_path, "alice")
+    state.save(HeldTask(ASSIGNMENT))
+
+    loaded = state.load()
+
+    assert loaded is not None
+    assert loaded.assignment.fields["priority"] == "high"
+    assert json.loads(loaded.assignment.environment()["AGENTCOM_TASK_JSON"])["priority"] == "high"
+
+
+def test_clear_removes_the_record(tmp_path: Path) -> None:
+    state = StateFile(tmp_path, "alice")
+    state.save(HeldTask(ASSIGNMENT))
+    state.clear()
+    state.clear()  # clearing twice is fine: nothing held either way
+
+    assert state.load() is None
+
+
+def test_an_unreadable_record_is_moved_aside(tmp_path: Path) -> None:
+    state = StateFile(tmp_path, "alice")
+    state.path.write_text('{"task": {"task_id": "t"')
+
+    assert state.load() is None
+    [kept] = tmp_path.iterdir()
+    assert kept.name.startswith("alice.task.json.unreadable-")
+
+
+def test_records_of_different_agents_do_not_mix(tmp_path: Path) -> None:
+    StateFile(tmp_path, "alice").save(HeldTask(ASSIGNMENT))
+
+    assert StateFile(tmp_path, "bob").load() is None
+    assert StateFile(tmp_path, "../alice").path.parent == tmp_path
+
+
+def test_a_second_worker_for_the_same_record_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "created-on-lock"
+    alice, bob, alice_again = (StateFile(directory, agent) for agent in ("alice", "bob", "alice"))
+    alice.lock()
+    bob.lock()  # another agent is fine
+
+    with pytest.raises(StateDirInUse):
+        alice_again.lock()
+    alice.unlock()
+    alice_again.lock()  # free again once the first worker is gone
+
+    alice_again.unlock()
+    bob.unlock()
