@@ -4,7 +4,8 @@
 `task_assign` the way its `Behaviour` says. It runs its own asyncio loop on a
 daemon thread so that synchronous callers (pytest, the command line's main
 thread) can drive several agents at once, and so that one agent's delayed
-completion never holds up another agent.
+completion never holds up another agent; or, given a running loop, it lives
+on that loop beside many others (the benchmark's thousand agents).
 
 It records what it saw for assertions: the tasks it was handed, the
 `task_ack`s that confirmed a completion, and every error frame. It never
@@ -53,7 +54,7 @@ class ReceivedTask(NamedTuple):
     task_id: str
     generation: int
     # Wall-clock ms since the Unix epoch, comparable with the hub's timestamps.
-    received_at: int
+    received_at: float
 
 
 class AgentSim:
@@ -67,6 +68,7 @@ class AgentSim:
         behaviour: Behaviour | str = "complete",
         capabilities: Iterable[str] = (),
         name: str | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.hub_ws_url = hub_ws_url
         self.agent_id = agent_id
@@ -95,6 +97,9 @@ class AgentSim:
         self._delayed_work: set[asyncio.Task[None]] = set()
         # Once set by stop() or kill_connection(), nothing more goes on the wire.
         self._silenced = False
+        # Given a running loop (on another thread), the agent lives on it, so
+        # a benchmark can run a thousand agents without a thousand threads.
+        self._shared_loop = loop
         self._thread = threading.Thread(target=self._run, name=f"agent-sim-{agent_id}", daemon=True)
         # Waited on instead of joining the thread: a Ctrl-C that interrupts
         # Thread.join() leaves the thread looking dead (CPython before 3.13).
@@ -104,7 +109,10 @@ class AgentSim:
 
     def start(self) -> None:
         """Connect and identify in the background; see `wait_identified`."""
-        self._thread.start()
+        if self._shared_loop is not None:
+            asyncio.run_coroutine_threadsafe(self._serve_until_ended(), self._shared_loop)
+        else:
+            self._thread.start()
         self._loop_ready.wait()
 
     def wait_identified(self, timeout: float = 5.0) -> None:
@@ -171,8 +179,11 @@ class AgentSim:
     # -- the loop thread ---------------------------------------------------
 
     def _run(self) -> None:
+        asyncio.run(self._serve_until_ended())
+
+    async def _serve_until_ended(self) -> None:
         try:
-            asyncio.run(self._serve())
+            await self._serve()
         finally:
             self._ended.set()
 
@@ -250,7 +261,7 @@ class AgentSim:
     async def _on_task_assign(self, task_id: str, generation: int) -> None:
         task_log = self.log.bind(task_id=task_id, generation=generation)
         with self._lock:
-            self._received.append(ReceivedTask(task_id, generation, time.time_ns() // 1_000_000))
+            self._received.append(ReceivedTask(task_id, generation, time.time() * 1000))
         task_log.info("task_received", behaviour=str(self.behaviour))
 
         action = self.behaviour.action
