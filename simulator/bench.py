@@ -1,0 +1,359 @@
+"""``python -m simulator.bench``: the figures users choose a hub on.
+
+Scenarios (run in this order by ``all``):
+
+* ``latency``    2 agents, tasks submitted 20 ms apart: assign latency
+  (assigned_at - created_at) and submit→completed, p50/p99/max.
+* ``throughput`` 16 agents completing at once, tasks from 4 concurrent
+  keep-alive submitters: tasks/s from first submit to last completion, assign
+  latency, hub CPU seconds per task.
+* ``reclaim``    an agent's TCP connection dropped while it holds a task: time
+  until the task_assign reaches the other agent.
+* ``scale``      1,000 connected idle agents, then 10,000 tasks: hub memory per
+  agent, connect time, tasks/s.
+* ``deep-store`` ``throughput`` again with 100,000 completed tasks already in
+  the store: tasks/s as a ratio to ``throughput``.
+* ``baseline``   a bare Tornado WebSocket echo server, 16 connections doing 3
+  round trips per "task": the ceiling on this machine.
+
+Each scenario starts its own hub process on a fresh data dir (or uses ``--hub``
+and ``--token``), runs its agents in a separate process, prints progress on
+stderr and a table on stdout. ``--json FILE`` writes every figure. ``--scale``
+shrinks every count (the test suite runs each scenario at ``--scale 0.01``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from agentcom.clock import now_ms as hub_now_ms
+from agentcom.messages import Priority, TaskStatus
+from agentcom.store import TaskRecord, TaskStore, open_db
+from simulator import bench_agents
+from simulator.bench_support import (
+    HubClient,
+    HubProcess,
+    completed_count,
+    now_ms,
+    submit_all,
+    summary,
+    wait_completed,
+)
+from simulator.hub_http import create_token
+
+SCENARIOS = ("latency", "throughput", "reclaim", "scale", "deep-store", "baseline")
+SUBMITTERS = 4
+COMPLETION_TIMEOUT_S = 300.0
+_spawn = multiprocessing.get_context("spawn")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def size(self, full: int) -> int:
+        scale: float = self.args.scale
+        return max(2, round(full * scale))
+
+    # --- the hub and the agents ---------------------------------------------------
+
+    @contextmanager
+    def hub(self, name: str, prepare: Callable[[Path], None] | None = None) -> Iterator[HubProcess]:
+        if self.args.hub:
+            yield HubProcess(self.args.hub.rstrip("/"), self.args.token)
+            return
+        data_dir = self.workdir / name
+        data_dir.mkdir()
+        if prepare is not None:
+            prepare(data_dir)
+        hub = HubProcess.start(data_dir)
+        try:
+            yield hub
+        finally:
+            hub.stop()
+
+    @contextmanager
+    def agents(self, hub: HubProcess, prefix: str, count: int) -> Iterator[dict[str, Any]]:
+        """``count`` completing agents in their own process; yields what they reported."""
+        tokens = {
+            f"{prefix}-{n}": create_token(hub.http_url, hub.admin_token, f"{prefix}-{n}")
+            for n in range(count)
+        }
+        driver_end, agents_end = _spawn.Pipe()
+        process = _spawn.Process(
+            target=bench_agents.serve_agents, args=(hub.ws_url, tokens, agents_end)
+        )
+        process.start()
+        report: dict[str, Any] = _receive(driver_end, process)
+        report["agent_ids"] = list(tokens)
+        try:
+            yield report
+        finally:
+            driver_end.send("done")
+            report.update(_receive(driver_end, process))
+            process.join(timeout=30)
+
+    def completed_records(self, hub: HubProcess, agent_ids: list[str]) -> list[dict[str, Any]]:
+        client = HubClient(hub, hub.admin_token)
+        try:
+            return [
+                task
+                for agent_id in agent_ids
+                for task in client.request(
+                    "GET", f"/api/tasks?status=completed&assigned_to={agent_id}"
+                )["tasks"]
+            ]
+        finally:
+            client.close()
+
+    # --- scenarios ----------------------------------------------------------------------
+
+    def latency(self) -> None:
+        count = self.size(200)
+        with self.hub("latency") as hub, self.agents(hub, "lat", 2) as agents:
+            client = HubClient(hub, hub.admin_token)
+            target = completed_count(client) + count
+            for n in range(count):
+                client.submit(f"latency {n}")
+                time.sleep(0.02)
+            wait_completed(client, target, "latency", COMPLETION_TIMEOUT_S)
+            client.close()
+            tasks = self.completed_records(hub, agents["agent_ids"])
+        self.results["latency"] = {
+            "tasks": count,
+            "assign_ms": summary([t["assigned_at"] - t["created_at"] for t in tasks]),
+            "completed_ms": summary([_completed_at(t) - t["created_at"] for t in tasks]),
+        }
+
+    def throughput(
+        self, name: str = "throughput", prepare: Callable[[Path], None] | None = None
+    ) -> dict[str, Any]:
+        count = self.size(5000)
+        with self.hub(name, prepare) as hub, self.agents(hub, name, 16) as agents:
+            client = HubClient(hub, hub.admin_token)
+            target = completed_count(client) + count
+            cpu_before = hub.cpu_seconds()
+            first_submit = now_ms()
+            submit_all(hub, count, SUBMITTERS, name)
+            wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
+            client.close()
+            cpu_after = hub.cpu_seconds()
+            tasks = self.completed_records(hub, agents["agent_ids"])
+        last_completion = max(_completed_at(t) for t in tasks)
+        figures = {
+            "tasks": count,
+            "tasks_per_s": round(count / ((last_completion - first_submit) / 1000), 1),
+            "assign_ms": summary(
+                [t["assigned_at"] - t["created_at"] for t in tasks], with_max=False
+            ),
+            "hub_cpu_s_per_task": (
+                None
+                if cpu_before is None or cpu_after is None
+                else round((cpu_after - cpu_before) / count, 5)
+            ),
+        }
+        self.results[name] = figures
+        return figures
+
+    def reclaim(self) -> None:
+        rounds = self.size(50)
+        with self.hub("reclaim") as hub:
+            driver_end, agents_end = _spawn.Pipe()
+            process = _spawn.Process(
+                target=bench_agents.reclaim_rounds,
+                args=(hub.ws_url, hub.admin_token, rounds, agents_end),
+            )
+            process.start()
+            print(f"  reclaim: {rounds} rounds", file=sys.stderr)
+            samples = _receive(driver_end, process, timeout_s=COMPLETION_TIMEOUT_S)["reclaim_ms"]
+            process.join(timeout=30)
+        self.results["reclaim"] = {"rounds": rounds, "reclaim_ms": summary(samples)}
+
+    def scale(self) -> None:
+        agent_count, count = self.size(1000), self.size(10_000)
+        with self.hub("scale") as hub:
+            rss_without_agents = hub.rss_kib()
+            with self.agents(hub, "scale", agent_count) as agents:
+                rss_with_agents = hub.rss_kib()
+                client = HubClient(hub, hub.admin_token)
+                target = completed_count(client) + count
+                first_submit = now_ms()
+                submit_all(hub, count, SUBMITTERS, "scale")
+                wait_completed(client, target, "scale", COMPLETION_TIMEOUT_S, progress_every_s=0.5)
+                client.close()
+                rss_after_tasks = hub.rss_kib()
+                tasks = self.completed_records(hub, agents["agent_ids"])
+        last_completion = max(_completed_at(t) for t in tasks)
+        per_agent = (
+            None
+            if rss_without_agents is None or rss_with_agents is None
+            else round((rss_with_agents - rss_without_agents) / agent_count, 1)
+        )
+        self.results["scale"] = {
+            "agents": agent_count,
+            "tasks": count,
+            "connect_s": round(agents["connect_s"], 2),
+            "rss_without_agents_kib": rss_without_agents,
+            "rss_with_agents_kib": rss_with_agents,
+            "rss_after_tasks_kib": rss_after_tasks,
+            "kib_per_agent": per_agent,
+            "tasks_per_s": round(count / ((last_completion - first_submit) / 1000), 1),
+        }
+
+    def deep_store(self) -> None:
+        if self.args.hub:
+            print(
+                "  deep-store: needs a hub of its own (it fills the store first); skipped",
+                file=sys.stderr,
+            )
+            return
+        if "throughput" not in self.results:
+            self.throughput()
+        stored = self.size(100_000)
+        print(f"  deep-store: writing {stored} completed tasks into the store", file=sys.stderr)
+        figures = self.throughput("deep-store", lambda data_dir: fill_store(data_dir, stored))
+        figures["completed_tasks_in_store"] = stored
+        figures["ratio"] = round(
+            figures["tasks_per_s"] / self.results["throughput"]["tasks_per_s"], 3
+        )
+
+    def baseline(self) -> None:
+        count = self.size(5000)
+        port_end, server_end = _spawn.Pipe()
+        server = _spawn.Process(target=bench_agents.echo_server, args=(server_end,), daemon=True)
+        server.start()
+        port = _receive(port_end, server)
+        try:
+            driver_end, agents_end = _spawn.Pipe()
+            clients = _spawn.Process(
+                target=bench_agents.echo_clients,
+                args=(f"ws://127.0.0.1:{port}/ws", 16, count, agents_end),
+            )
+            clients.start()
+            print(f"  baseline: {count} tasks over 16 echo connections", file=sys.stderr)
+            elapsed = _receive(driver_end, clients, timeout_s=COMPLETION_TIMEOUT_S)["elapsed_s"]
+            clients.join(timeout=30)
+        finally:
+            server.terminate()
+            server.join(timeout=10)
+        self.results["baseline"] = {"tasks": count, "tasks_per_s": round(count / elapsed, 1)}
+
+
+def fill_store(data_dir: Path, count: int) -> None:
+    """``count`` completed tasks, as a hub that has run for a while would have."""
+    db = open_db(data_dir)
+    store = TaskStore(db)
+    now = hub_now_ms()
+    store.begin()
+    for n in range(count):
+        task = TaskRecord(
+            id=f"task-old{n:011d}",
+            description=f"old task {n}",
+            priority=Priority(n % len(Priority)),
+            submitted_by="bench-history",
+            created_at=now,
+            updated_at=now,
+            status=TaskStatus.COMPLETED,
+            assigned_to=f"old-agent-{n % 50}",
+            assigned_at=now,
+            generation=1,
+            result={"ok": True},
+            tokens_used=0,
+        )
+        task.record("queued", now)
+        task.record("assigned", now, agent_id=task.assigned_to, generation=1)
+        task.record("completed", now, agent_id=task.assigned_to, generation=1)
+        store.insert(task)
+    store.commit()
+    db.close()
+
+
+def _completed_at(task: dict[str, Any]) -> int:
+    return max(int(e["timestamp"]) for e in task["history"] if e["event"] == "completed")
+
+
+def _receive(pipe: Connection, process: Any, timeout_s: float = 120.0) -> Any:
+    if not pipe.poll(timeout_s):
+        process.kill()
+        raise TimeoutError(f"{process.name} said nothing for {timeout_s}s")
+    return pipe.recv()
+
+
+def print_table(name: str, figures: dict[str, Any]) -> None:
+    print(f"\n{name}")
+    print("| figure | value |")
+    print("| --- | --- |")
+    for figure, value in figures.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        print(f"| {figure} | {value} |")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"any of {', '.join(SCENARIOS)}, or all (the default)",
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--hub", help="measure this hub (http://HOST:PORT) instead of starting one")
+    parser.add_argument("--token", help="an admin token of --hub")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every count (default 1.0)"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios) - {*SCENARIOS, "all"}
+    if unknown:
+        parser.error(
+            f"unknown scenario {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}"
+        )
+    args.scenarios = args.scenarios or ["all"]
+    if bool(args.hub) != bool(args.token):
+        parser.error("--hub and --token go together")
+    if not 0 < args.scale <= 1:
+        parser.error("--scale must be in (0, 1]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wanted = (
+        SCENARIOS if "all" in args.scenarios else tuple(s for s in SCENARIOS if s in args.scenarios)
+    )
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="agentcom-bench-") as workdir:
+        bench = Bench(args, Path(workdir))
+        for scenario in wanted:
+            print(f"{scenario} …", file=sys.stderr)
+            getattr(bench, scenario.replace("-", "_"))()
+            if scenario in bench.results:
+                print_table(scenario, bench.results[scenario])
+    results = bench.results
+    if "throughput" in results and "baseline" in results:
+        ratio = round(results["throughput"]["tasks_per_s"] / results["baseline"]["tasks_per_s"], 3)
+        results["ratio"] = {"throughput_over_baseline": ratio}
+        print(f"\nthroughput ÷ baseline = {ratio}")
+    print(f"\n(bench took {time.monotonic() - started:.0f}s)", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

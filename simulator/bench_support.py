@@ -1,0 +1,201 @@
+"""What every benchmark scenario needs: a hub process to measure, submitters, figures.
+
+``HubProcess`` runs ``python -m agentcom.hub`` on a fresh data dir (or stands
+for a hub given by URL, whose CPU and memory cannot then be read); it reads
+the hub's CPU time and resident memory from ``/proc``. ``submit_all`` posts
+tasks over keep-alive connections from several threads. ``summary`` turns
+samples into the p50/p99/max the tables show.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+AGENTCOM = (sys.executable, "-m", "agentcom")
+HUB = (sys.executable, "-m", "agentcom.hub")
+
+
+def now_ms() -> float:
+    """Wall clock in ms, comparable with the hub's timestamps (same machine)."""
+    return time.time() * 1000
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest sample with ``fraction`` of samples at or below."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(samples: Sequence[float], *, with_max: bool = True) -> dict[str, float]:
+    if not samples:
+        return {}
+    figures = {"p50": percentile(samples, 0.50), "p99": percentile(samples, 0.99)}
+    if with_max:
+        figures["max"] = max(samples)
+    return {name: round(value, 2) for name, value in figures.items()}
+
+
+@dataclass
+class HubProcess:
+    """The hub under test: one we started (``start``) or one given by URL."""
+
+    http_url: str
+    admin_token: str
+    process: subprocess.Popen[str] | None = None
+    data_dir: Path | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return self.http_url.replace("http", "ws", 1) + "/ws"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parsed = urllib.parse.urlsplit(self.http_url)
+        assert parsed.hostname is not None and parsed.port is not None
+        return parsed.hostname, parsed.port
+
+    @classmethod
+    def start(cls, data_dir: Path, *flags: str) -> HubProcess:
+        admin = subprocess.run(
+            [
+                *AGENTCOM,
+                "token",
+                "create",
+                "bench-admin",
+                "--role",
+                "admin",
+                "--data-dir",
+                str(data_dir),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        process = subprocess.Popen(
+            [*HUB, "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning", *flags],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if "listening on " not in line:
+            process.kill()
+            raise RuntimeError(f"the hub did not start: {line!r}")
+        http_url = line.split("listening on ")[1].split()[0]
+        return cls(http_url, admin, process, data_dir)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def cpu_seconds(self) -> float | None:
+        if self.process is None:
+            return None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().split()
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int | None:
+        if self.process is None:
+            return None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return None
+
+
+@dataclass
+class HubClient:
+    """One keep-alive HTTP connection to the hub (not shared between threads)."""
+
+    hub: HubProcess
+    token: str
+    _conn: http.client.HTTPConnection | None = field(default=None, init=False)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(*self.hub.host_port, timeout=60)
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        self._conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = self._conn.getresponse()
+        payload = json.loads(response.read() or b"null")
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload}")
+        return payload
+
+    def submit(self, description: str, **fields: Any) -> str:
+        return str(
+            self.request("POST", "/api/tasks", {"description": description, **fields})["task_id"]
+        )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def submit_all(hub: HubProcess, count: int, submitters: int, prefix: str) -> list[str]:
+    """``count`` tasks from ``submitters`` concurrent keep-alive connections; their ids."""
+    shares = [count // submitters + (1 if n < count % submitters else 0) for n in range(submitters)]
+    ids: list[list[str]] = [[] for _ in shares]
+    failures: list[BaseException] = []
+
+    def run(slot: int) -> None:
+        client = HubClient(hub, hub.admin_token)
+        try:
+            for n in range(shares[slot]):
+                ids[slot].append(client.submit(f"{prefix} {slot}-{n}"))
+        except BaseException as error:  # reported to the caller, not lost in the thread
+            failures.append(error)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(submitters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [task_id for share in ids for task_id in share]
+
+
+def completed_count(client: HubClient) -> int:
+    return int(client.request("GET", "/api/tasks/stats")["by_status"]["completed"])
+
+
+def wait_completed(
+    client: HubClient, target: int, label: str, timeout_s: float, progress_every_s: float = 1.0
+) -> None:
+    """Poll the stats until ``target`` tasks are completed; print progress on stderr."""
+    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    while True:
+        done = completed_count(client)
+        print(
+            f"  {label}: {done}/{target} completed ({time.monotonic() - started:.1f}s)",
+            file=sys.stderr,
+        )
+        if done >= target:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{label}: only {done}/{target} completed after {timeout_s}s")
+        time.sleep(progress_every_s)

@@ -1,0 +1,46 @@
+"""The benchmark runs every scenario end to end at a tiny size, so it cannot rot.
+
+No timing is asserted: only that each scenario produced its figures.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+
+    run = subprocess.run(
+        [sys.executable, "-m", "simulator.bench", "all", "--scale", "0.01", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures["latency"]["assign_ms"]) == {"p50", "p99", "max"}
+    assert set(figures["latency"]["completed_ms"]) == {"p50", "p99", "max"}
+    assert figures["throughput"]["tasks_per_s"] > 0
+    assert set(figures["throughput"]["assign_ms"]) == {"p50", "p99"}
+    assert figures["throughput"]["hub_cpu_s_per_task"] > 0
+    assert len(figures["reclaim"]["reclaim_ms"]) == 3
+    assert figures["scale"]["kib_per_agent"] is not None
+    assert figures["deep-store"]["ratio"] > 0
+    assert figures["baseline"]["tasks_per_s"] > 0
+    assert figures["ratio"]["throughput_over_baseline"] > 0
+    assert "throughput ÷ baseline" in run.stdout
+
+
+def test_unknown_scenarios_and_half_given_hubs_are_refused() -> None:
+    for args in (["nonsense"], ["--hub", "http://127.0.0.1:1"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "simulator.bench", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2
+        assert "error:" in run.stderr
