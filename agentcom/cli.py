@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agentcom.clock import now_ms
 from agentcom.config import HubConfig
-from agentcom.store import ROLES, TokenStore, open_db
+from agentcom.store import ROLES, TokenStore, open_tokens_db
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     data_dir = args.data_dir or Path(os.environ.get("AGENTCOM_DATA_DIR", HubConfig().data_dir))
-    conn = open_db(data_dir)
+    conn = open_tokens_db(data_dir)
     tokens = TokenStore(conn)
     try:
         if args.action == "create":

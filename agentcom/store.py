@@ -1,7 +1,8 @@
 """SQLite schema and queries: tasks (with their history) and hashed tokens. No threads.
 
-Each owner opens its own connection (``open_db``): TaskQueue and TokenRegistry in
-their actor threads, the ``token`` CLI in its process. WAL lets them share the
+Tasks and tokens live in two files. Each owner opens its own connection:
+TaskQueue (``open_tasks_db``) and TokenRegistry (``open_tokens_db``) in their
+actor threads, the ``token`` CLI in its process. WAL lets them share the
 file; ``synchronous=FULL`` makes every commit survive power loss, which is what
 "on disk before the reply" means. Callers decide when to commit (TaskQueue
 groups a batch of changes into one commit).
@@ -21,9 +22,10 @@ from typing import Any
 
 from agentcom.messages import Priority, TaskStatus
 
-DB_FILENAME = "agentcom.sqlite3"
+TASKS_DB = "tasks.sqlite3"
+TOKENS_DB = "tokens.sqlite3"
 
-_SCHEMA = """
+_TASKS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -49,6 +51,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (assigned_to, seq);
+"""
+
+_TOKENS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -69,17 +74,28 @@ _COLUMNS = (
 OPEN_TIMEOUT_S = 10.0
 
 
-def open_db(data_dir: Path) -> sqlite3.Connection:
+def open_tasks_db(data_dir: Path) -> sqlite3.Connection:
+    return _open(data_dir, TASKS_DB, _TASKS_SCHEMA)
+
+
+def open_tokens_db(data_dir: Path) -> sqlite3.Connection:
+    # A file of its own: SQLite's data_version (how TokenRegistry notices the
+    # token CLI) changes on any other connection's commit to the same file,
+    # and task commits would make every token check reload every token.
+    return _open(data_dir, TOKENS_DB, _TOKENS_SCHEMA)
+
+
+def _open(data_dir: Path, filename: str, schema: str) -> sqlite3.Connection:
     data_dir.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
-        data_dir / DB_FILENAME,
+        data_dir / filename,
         isolation_level=None,
         check_same_thread=False,
         timeout=OPEN_TIMEOUT_S,
     )
     _switch_to_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(_SCHEMA)
+    conn.executescript(schema)
     return conn
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from agentcom.clock import now_ms as hub_now_ms
 from agentcom.messages import Priority, TaskStatus
-from agentcom.store import TaskRecord, TaskStore, open_db
+from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 from simulator import bench_agents
 from simulator.bench_support import (
     HubClient,
@@ -253,7 +253,7 @@ class Bench:
 
 def fill_store(data_dir: Path, count: int) -> None:
     """``count`` completed tasks, as a hub that has run for a while would have."""
-    db = open_db(data_dir)
+    db = open_tasks_db(data_dir)
     store = TaskStore(db)
     now = hub_now_ms()
     store.begin()

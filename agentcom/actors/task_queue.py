@@ -47,7 +47,7 @@ from agentcom.messages import (
     TaskSpec,
     TaskStatus,
 )
-from agentcom.store import TaskRecord, TaskStore, open_db
+from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class TaskQueue(BatchingActor):
     # --- lifecycle -------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._db = open_db(self._data_dir)
+        self._db = open_tasks_db(self._data_dir)
         self._store = TaskStore(self._db)
         self._counts.update(self._store.counts())
         for task in self._store.live():

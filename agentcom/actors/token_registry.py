@@ -16,7 +16,7 @@ import structlog
 
 from agentcom.actors.base import HubActor
 from agentcom.clock import Clock, now_ms
-from agentcom.store import TOKEN_PREFIX_CHARS, TokenInfo, TokenStore, hash_token, open_db
+from agentcom.store import TOKEN_PREFIX_CHARS, TokenInfo, TokenStore, hash_token, open_tokens_db
 
 log = structlog.get_logger(__name__)
 
@@ -28,9 +28,10 @@ class TokenRegistry(HubActor):
         self._clock = clock
         self._by_hash: dict[str, TokenInfo] = {}
         self._seen_version = -1
+        self.reloads = 0  # how often the table was read, for the test that it is rarely
 
     def on_start(self) -> None:
-        self._db = open_db(self._data_dir)
+        self._db = open_tokens_db(self._data_dir)
         self._tokens = TokenStore(self._db)
         self._reload_if_changed()
 
@@ -65,3 +66,4 @@ class TokenRegistry(HubActor):
         if version != self._seen_version:
             self._by_hash = self._tokens.all()
             self._seen_version = version
+            self.reloads += 1

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,15 +35,6 @@ WAIT_S = 5.0
 
 # urllib honours *_proxy env vars; the hub is always local.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def wait_until(check: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> None:
-    """check() returns True, or what it saw."""
-    deadline = time.monotonic() + timeout
-    while (seen := check()) is not True:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s; saw {seen!r}")
-        time.sleep(0.02)
 
 
 def events(task: dict[str, Any], name: str | None = None) -> list[Any]:

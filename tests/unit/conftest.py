@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import queue
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +113,3 @@ def next_of(seen: queue.Queue[object], kind: type, timeout: float = 5.0) -> Any:
         message = seen.get(timeout=timeout)
         if isinstance(message, kind):
             return message
-
-
-def wait_until(check: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll until ``check()`` returns True; on timeout fail with what it last saw."""
-    deadline = time.monotonic() + timeout
-    while (seen := check()) is not True:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s; saw {seen!r}")
-        time.sleep(0.02)

@@ -5,8 +5,9 @@ import pykka
 from agentcom.actors.presence import Identity, Presence
 from agentcom.messages import AssignmentMade, IdleAgent, TaskSpec
 from agentcom.timers import Timers
+from tests.waiting import wait_until
 
-from .conftest import FakeLink, wait_until
+from .conftest import FakeLink
 
 
 def identity(agent_id: str) -> Identity:

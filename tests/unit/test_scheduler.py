@@ -21,8 +21,9 @@ from agentcom.messages import (
     TaskSpec,
 )
 from agentcom.timers import Timers
+from tests.waiting import wait_until
 
-from .conftest import ManualClock, wait_until
+from .conftest import ManualClock
 
 LONG = SchedulerTiming(
     stuck_threshold_ms=600_000, acceptance_timeout_ms=600_000, sweep_interval_ms=600_000

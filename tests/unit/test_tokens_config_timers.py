@@ -6,7 +6,7 @@ import pytest
 from agentcom.actors.token_registry import TokenRegistry
 from agentcom.clock import now_ms
 from agentcom.config import HubConfig, config_from_args
-from agentcom.store import TokenStore, open_db
+from agentcom.store import TokenStore, open_tasks_db, open_tokens_db
 from agentcom.timers import Timers
 
 
@@ -18,14 +18,14 @@ def test_tokens_are_stored_hashed_and_checked_by_role(tmp_path: Path) -> None:
     info = tokens.verify(token).get(timeout=5)
     assert (info.agent_id, info.role) == ("alice", "admin")
     assert tokens.verify("f" * 64).get(timeout=5) is None
-    raw = (tmp_path / "agentcom.sqlite3").read_bytes()
+    raw = (tmp_path / "tokens.sqlite3").read_bytes()
     assert token.encode() not in raw
 
 
 def test_a_token_created_or_revoked_elsewhere_counts_at_once(tmp_path: Path) -> None:
     tokens = TokenRegistry.start(tmp_path).proxy()
     tokens.list_tokens().get(timeout=5)
-    cli_side = TokenStore(open_db(tmp_path))
+    cli_side = TokenStore(open_tokens_db(tmp_path))
 
     token = cli_side.create("bob", "agent", now_ms())
     assert tokens.verify(token).get(timeout=5).agent_id == "bob"
@@ -47,7 +47,7 @@ def test_listing_shows_prefixes_never_whole_tokens(tmp_path: Path) -> None:
 
 def test_unknown_role_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="role"):
-        TokenStore(open_db(tmp_path)).create("x", "root", now_ms())
+        TokenStore(open_tokens_db(tmp_path)).create("x", "root", now_ms())
 
 
 def test_flags_win_over_env_which_wins_over_defaults() -> None:
@@ -79,3 +79,22 @@ def test_timers_fire_in_due_order_and_cancelled_ones_do_not() -> None:
     assert done.wait(timeout=5)
     timers.stop()
     assert fired == ["early", "late"]
+
+
+def test_task_commits_do_not_make_token_checks_reload_the_tokens(tmp_path: Path) -> None:
+    tokens = TokenRegistry.start(tmp_path).proxy()
+    token = tokens.create("dave", "agent").get(timeout=5)
+    tokens.verify(token).get(timeout=5)
+    tasks_side = open_tasks_db(tmp_path)
+    tasks_side.execute("BEGIN IMMEDIATE")
+    tasks_side.execute(
+        "INSERT INTO tasks (id, description, metadata, priority, status, generation,"
+        " retry_count, max_retries, needed_capabilities, submitted_by, created_at,"
+        " updated_at, history) VALUES ('t', 'd', '{}', 2, 'queued', 0, 0, 3, '[]',"
+        " 'x', 0, 0, '[]')"
+    )
+    tasks_side.execute("COMMIT")
+    reloads = tokens.reloads.get(timeout=5)
+
+    assert tokens.verify(token).get(timeout=5).agent_id == "dave"
+    assert tokens.reloads.get(timeout=5) == reloads

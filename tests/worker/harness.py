@@ -13,15 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agentcom.config import HubConfig
 from agentcom.hub import HubThread
 from simulator.hub_http import post_json
+from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Records each run and its process group, then waits for the test to say "release".
@@ -37,15 +36,6 @@ def runs(directory: Path) -> list[int]:
 def wait_for_runs(directory: Path, count: int) -> list[int]:
     wait_until(lambda: len(runs(directory)) >= count or runs(directory), what=f"{count} runs")
     return runs(directory)
-
-
-def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    """check() returns True, or what it saw."""
-    deadline = time.monotonic() + timeout
-    while (seen := check()) is not True:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s; saw {seen!r}")
-        time.sleep(0.02)
 
 
 class Hubs:

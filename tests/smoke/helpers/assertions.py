@@ -8,26 +8,16 @@ done and in which state, or which agents have not been acknowledged.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agentcom.hub import HubThread
 from simulator import AgentSim
+from tests.waiting import wait_until as wait_for
 
 Task = dict[str, Any]
 
 ACTOR_TIMEOUT_S = 5.0
-POLL_INTERVAL_S = 0.02
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll until `check()` returns True; otherwise it returns what it saw, for the failure."""
-    deadline = time.monotonic() + timeout
-    while (seen := check()) is not True:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s; saw {seen}")
-        time.sleep(POLL_INTERVAL_S)
 
 
 def get_task(hub: HubThread, task_id: str) -> Task | None:
