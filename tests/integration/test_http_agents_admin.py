@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from tests.integration.helpers import now_ms, wait_until
+from tests.integration.helpers import now_ms
+from tests.waiting import wait_until
 
 AGENT_FIELDS = {"agent_id", "name", "status", "capabilities", "connected_at", "fsm_state"}
 STATE_FIELDS = {

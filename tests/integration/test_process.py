@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from tests.integration.helpers import HubProcess, WsAgent, events, http, token_cli, wait_until
+from tests.integration.helpers import HubProcess, WsAgent, events, http, token_cli
+from tests.waiting import wait_until
 
 
 @pytest.fixture

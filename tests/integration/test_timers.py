@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from tests.integration.helpers import SilentSocket, events, now_ms, wait_until
+from tests.integration.helpers import SilentSocket, events, now_ms
+from tests.waiting import wait_until
 
 
 def flags_of(hub, agent_id):

@@ -14,7 +14,7 @@ from agentcom.worker.assignment import Assignment
 from agentcom.worker.outcome import Completed, Failed, Outcome
 from agentcom.worker.process import end_process_group, group_is_alive
 from agentcom.worker.runner import ExecRunner, RunHooks, TimeLimit
-from tests.worker.harness import wait_until
+from tests.waiting import wait_until
 
 
 def assignment(complete_by_ms: int | None = None) -> Assignment:

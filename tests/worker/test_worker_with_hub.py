@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agentcom.hub import HubThread
 from agentcom.worker.process import group_is_alive
+from tests.waiting import wait_until
 from tests.worker.harness import (
     HELD_COMMAND,
     Hubs,
@@ -24,7 +25,6 @@ from tests.worker.harness import (
     task_of,
     wait_for_runs,
     wait_for_status,
-    wait_until,
 )
 
 
