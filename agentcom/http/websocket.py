@@ -193,7 +193,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
                 self.services.presence.set_status.defer(self.agent_id, frame["status"])
                 self.send_frame({"type": "status_updated"})
             case "list_agents":
-                agents = await reply(self.services.presence.list_agents())
+                agents = await reply(self.services.presence.list_agents(watcher=self.agent_id))
                 self.send_frame({"type": "agents", "agents": agents})
             case "task_accepted":
                 self._tell_fsm(AgentAccepted(frame["task_id"]))

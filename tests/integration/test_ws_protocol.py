@@ -151,8 +151,11 @@ def test_list_agents(hub):
     assert agents["a2"]["capabilities"] == [{"name": "review"}]
 
 
-def test_agent_joined_and_agent_left_reach_other_agents(hub):
+def test_agent_joined_and_agent_left_reach_agents_that_watch_presence(hub):
     watcher = hub.agent("watcher")
+    bystander = hub.agent("bystander")
+    watcher.send({"type": "list_agents"})
+    watcher.recv("agents")
     newcomer = hub.agent("newcomer", ["code"], name="New")
     joined = watcher.recv("agent_joined")
     assert joined["agent"]["agent_id"] == "newcomer"
@@ -161,10 +164,15 @@ def test_agent_joined_and_agent_left_reach_other_agents(hub):
     assert "connected_at" in joined["agent"]
     newcomer.close()
     assert watcher.recv("agent_left") == {"type": "agent_left", "agent_id": "newcomer"}
-    # the newcomer never hears about itself
+    # the newcomer never hears about itself, and agents that never asked for
+    # the list are not told (a fleet connecting would cost agents² frames)
     assert [
         f for f in newcomer.pending("agent_joined") if f["agent"]["agent_id"] == "newcomer"
     ] == []
+    bystander.send({"type": "ping"})
+    bystander.recv("pong")
+    assert bystander.pending("agent_joined") == []
+    assert bystander.pending("agent_left") == []
 
 
 # --- bad frames: error frame, connection and tasks unchanged ---------------------------

@@ -41,12 +41,14 @@ def test_a_second_connection_replaces_the_first_and_reclaims_its_task(
     assert presence.count().get(timeout=5) == 1
 
 
-def test_agents_hear_who_joins_and_who_leaves(
+def test_agents_that_asked_for_the_list_hear_who_joins_and_who_leaves(
     queue_ref: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
     presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
     first_link, _ = connect(presence, "a1")
+    presence.list_agents(watcher="a1").get(timeout=5)
     second_link, _ = connect(presence, "a2")
+    third_link, _ = connect(presence, "a3")
 
     joined = first_link.next_frame()
     assert joined["type"] == "agent_joined"
@@ -54,8 +56,11 @@ def test_agents_hear_who_joins_and_who_leaves(
 
     second_link.close("disconnected")
 
+    assert first_link.next_frame()["agent"]["agent_id"] == "a3"
     assert first_link.next_frame() == {"type": "agent_left", "agent_id": "a2"}
-    wait_until(lambda: presence.count().get(timeout=5) == 1 or "still two", what="a2 gone")
+    assert second_link.frames.empty(), "a2 never asked for the list"
+    third_link.close("disconnected")
+    wait_until(lambda: presence.count().get(timeout=5) == 1 or "not yet one", what="a2, a3 gone")
     (listed,) = presence.list_agents().get(timeout=5)
     assert (listed["agent_id"], listed["name"], listed["fsm_state"]) == ("a1", "A1", "idle")
     (state,) = presence.agent_states("a1").get(timeout=5)
