@@ -92,6 +92,10 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         return True  # agents are programs, not browser pages; the token is the check
 
     def open(self, *args: str, **kwargs: str) -> None:
+        # Frames are small and often come in pairs (two acks, an ack and an
+        # assignment): with Nagle on, the second waits for the peer's delayed
+        # ACK, ~40 ms, which was most of a task's round trip.
+        self.set_nodelay(True)
         self.registry.sockets.add(self)
 
     def on_pong(self, data: bytes) -> None:
