@@ -31,6 +31,7 @@ from agentcom.actors.task_queue import TaskQueue
 from agentcom.actors.token_registry import TokenRegistry
 from agentcom.config import HubConfig, config_from_args
 from agentcom.http.app import TRANSPORT_BODY_LIMIT, make_app
+from agentcom.http.auth import TokenCheck
 from agentcom.http.base import Services
 from agentcom.http.bridge import stop_actor
 from agentcom.http.websocket import SocketRegistry
@@ -80,7 +81,10 @@ class Hub:
             ref.proxy().actor_urn.get(timeout=ACTOR_TIMEOUT_S)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
-        services = Services(config, self.task_queue, self.presence_ref.proxy(), self.tokens)
+        self.token_check = TokenCheck(self.tokens, config.data_dir)
+        services = Services(
+            config, self.task_queue, self.presence_ref.proxy(), self.tokens, self.token_check
+        )
         self.sockets = SocketRegistry(config.ping_timeout_ms)
         self.server = HTTPServer(
             make_app(services, self.sockets), max_body_size=TRANSPORT_BODY_LIMIT
@@ -109,6 +113,7 @@ class Hub:
         await stop_actor(self.tokens_ref)
         await stop_actor(self.pubsub_ref)
         self.timers.stop()
+        self.token_check.close()
         await self.server.close_all_connections()
         log.info("hub_stopped")
 

@@ -361,6 +361,9 @@ class TokenStore:
     def revoke(self, agent_id: str) -> int:
         return self._conn.execute("DELETE FROM tokens WHERE agent_id=?", (agent_id,)).rowcount
 
+    def close(self) -> None:
+        self._conn.close()
+
     def data_version(self) -> int:
         """Changes when another connection (the ``token`` CLI) commits to the file."""
         row = self._conn.execute("PRAGMA data_version").fetchone()

@@ -1,10 +1,11 @@
-"""TokenRegistry: checks bearer tokens and manages them for the admin routes.
+"""TokenRegistry: owns the bearer tokens and manages them for the admin routes.
 
-Tokens are stored hashed (``store.TokenStore``). The table is small and read
-on every request, so it is cached in memory; the ``token`` CLI may change it
-from another process while the hub runs, so before each check the cache is
-reloaded if SQLite's ``data_version`` says another connection committed.
-That is what makes a token created or revoked from the command line count at once.
+Tokens are stored hashed (``store.TokenStore``) and kept in memory. The
+``token`` CLI may change them from another process while the hub runs, so
+the table is reloaded whenever SQLite's ``data_version`` says another
+connection committed. The HTTP layer checks tokens against a snapshot of this
+table (``http.auth``), which it renews when the token file changes; that is
+what makes a token created or revoked from the command line count at once.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class TokenRegistry(HubActor):
     def on_stop(self) -> None:
         self._db.close()
 
-    def verify(self, token: str) -> TokenInfo | None:
+    def snapshot(self) -> dict[str, TokenInfo]:
+        """Every token by hash, as the HTTP layer checks them (``http.auth``)."""
         self._reload_if_changed()
-        return self._by_hash.get(hash_token(token))
+        return dict(self._by_hash)
 
     def create(self, agent_id: str, role: str) -> str:
         token = self._tokens.create(agent_id, role, self._clock())

@@ -17,6 +17,7 @@ import pykka
 import tornado.web
 
 from agentcom.config import MAX_MESSAGE_BYTES, HubConfig
+from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
 from agentcom.store import TokenInfo
 from agentcom.validation import Field, Invalid, check
@@ -30,6 +31,7 @@ class Services:
     task_queue: pykka.ActorProxy[Any]
     presence: pykka.ActorProxy[Any]
     tokens: pykka.ActorProxy[Any]
+    token_check: TokenCheck
 
 
 class HttpError(Exception):
@@ -70,7 +72,7 @@ class BaseHandler(tornado.web.RequestHandler):
         scheme, _, token = (self.request.headers.get("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HttpError(401, "unauthorized")
-        info: TokenInfo | None = await self.ask(self.services.tokens.verify(token.strip()))
+        info = await self.services.token_check.verify(token.strip())
         if info is None:
             raise HttpError(401, "unauthorized")
         if admin and info.role != "admin":

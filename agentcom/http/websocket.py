@@ -168,7 +168,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             return
         info: TokenInfo | None = None
         if frame.get("token"):
-            info = await reply(self.services.tokens.verify(frame["token"]))
+            info = await self.services.token_check.verify(frame["token"])
         if info is None:
             self._error("invalid_token")
             return

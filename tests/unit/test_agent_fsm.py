@@ -5,6 +5,7 @@ import pykka
 import pytest
 
 from agentcom.actors.agent_fsm import TRANSITIONS, AgentFSM, FsmState, InvalidTransition
+from agentcom.clock import Clock, now_ms
 from agentcom.messages import (
     AGENTS_TOPIC,
     AgentAccepted,
@@ -39,6 +40,7 @@ def start_fsm(
     link: FakeLink,
     acceptance_timeout_ms: int = 60_000,
     watchers: tuple[pykka.ActorRef[Any], ...] = (),
+    clock: Clock = now_ms,
 ) -> pykka.ActorRef[Any]:
     ref = AgentFSM.start(
         agent_id="a1",
@@ -49,6 +51,7 @@ def start_fsm(
         timers=timers,
         acceptance_timeout_ms=acceptance_timeout_ms,
         watchers=(queue_ref, *watchers),
+        clock=clock,
     )
     assert link.next_frame() == {"type": "identified", "agent_id": "a1"}
     return ref
@@ -272,12 +275,12 @@ def test_an_invalid_transition_is_refused() -> None:
 
 
 def test_an_offer_of_the_assignment_already_held_counts_as_delivered(
-    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers
+    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
     task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
     (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
     link = FakeLink()
-    fsm = start_fsm(queue_ref, pubsub_ref, timers, link)  # picks the assignment up
+    fsm = start_fsm(queue_ref, pubsub_ref, timers, link, clock=clock)  # picks it up
     fsm.tell(AgentRecovering(assignment.task_id))
     assert link.next_frame()["type"] == "task_continue"
 

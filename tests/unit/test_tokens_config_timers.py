@@ -1,13 +1,21 @@
+import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentcom.actors.token_registry import TokenRegistry
 from agentcom.clock import now_ms
 from agentcom.config import HubConfig, config_from_args
-from agentcom.store import TokenStore, open_tasks_db, open_tokens_db
+from agentcom.http.auth import TokenCheck
+from agentcom.store import TokenInfo, TokenStore, hash_token, open_tasks_db, open_tokens_db
 from agentcom.timers import Timers
+
+
+def known(tokens: Any, token: str) -> TokenInfo | None:
+    info: TokenInfo | None = tokens.snapshot().get(timeout=5).get(hash_token(token))
+    return info
 
 
 def test_tokens_are_stored_hashed_and_checked_by_role(tmp_path: Path) -> None:
@@ -15,9 +23,9 @@ def test_tokens_are_stored_hashed_and_checked_by_role(tmp_path: Path) -> None:
     token = tokens.create("alice", "admin").get(timeout=5)
 
     assert len(token) == 64
-    info = tokens.verify(token).get(timeout=5)
+    info = known(tokens, token)
     assert (info.agent_id, info.role) == ("alice", "admin")
-    assert tokens.verify("f" * 64).get(timeout=5) is None
+    assert known(tokens, "f" * 64) is None
     raw = (tmp_path / "tokens.sqlite3").read_bytes()
     assert token.encode() not in raw
 
@@ -28,10 +36,10 @@ def test_a_token_created_or_revoked_elsewhere_counts_at_once(tmp_path: Path) -> 
     cli_side = TokenStore(open_tokens_db(tmp_path))
 
     token = cli_side.create("bob", "agent", now_ms())
-    assert tokens.verify(token).get(timeout=5).agent_id == "bob"
+    assert known(tokens, token).agent_id == "bob"
 
     cli_side.revoke("bob")
-    assert tokens.verify(token).get(timeout=5) is None
+    assert known(tokens, token) is None
 
 
 def test_listing_shows_prefixes_never_whole_tokens(tmp_path: Path) -> None:
@@ -84,7 +92,7 @@ def test_timers_fire_in_due_order_and_cancelled_ones_do_not() -> None:
 def test_task_commits_do_not_make_token_checks_reload_the_tokens(tmp_path: Path) -> None:
     tokens = TokenRegistry.start(tmp_path).proxy()
     token = tokens.create("dave", "agent").get(timeout=5)
-    tokens.verify(token).get(timeout=5)
+    known(tokens, token)
     tasks_side = open_tasks_db(tmp_path)
     tasks_side.execute("BEGIN IMMEDIATE")
     tasks_side.execute(
@@ -96,5 +104,29 @@ def test_task_commits_do_not_make_token_checks_reload_the_tokens(tmp_path: Path)
     tasks_side.execute("COMMIT")
     reloads = tokens.reloads.get(timeout=5)
 
-    assert tokens.verify(token).get(timeout=5).agent_id == "dave"
+    assert known(tokens, token).agent_id == "dave"
     assert tokens.reloads.get(timeout=5) == reloads
+
+
+def test_the_loops_token_check_sees_every_change_without_asking_each_time(tmp_path: Path) -> None:
+    registry = TokenRegistry.start(tmp_path).proxy()
+    check = TokenCheck(registry, tmp_path)
+    cli_side = TokenStore(open_tokens_db(tmp_path))
+
+    async def scenario() -> None:
+        made_by_hub = registry.create("erin", "agent").get(timeout=5)
+        assert (await check.verify(made_by_hub)).agent_id == "erin"
+        reloads = registry.reloads.get(timeout=5)
+        for _ in range(5):
+            assert await check.verify(made_by_hub) is not None
+        assert registry.reloads.get(timeout=5) == reloads, "nothing changed, nothing re-read"
+
+        made_by_cli = cli_side.create("frank", "agent", now_ms())
+        assert (await check.verify(made_by_cli)).agent_id == "frank"
+        cli_side.revoke("erin")
+        assert await check.verify(made_by_hub) is None
+        registry.revoke("frank").get(timeout=5)
+        assert await check.verify(made_by_cli) is None
+
+    asyncio.run(scenario())
+    check.close()
