@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentcom.compact_json import dumps
 from agentcom.messages import Priority, TaskStatus
 
 TASKS_DB = "tasks.sqlite3"
@@ -114,10 +115,6 @@ def _switch_to_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 @dataclass(slots=True)
 class TaskRecord:
     """One task, as stored and as the API returns it (``to_wire``)."""
@@ -174,7 +171,7 @@ class TaskRecord:
     def _row(self) -> tuple[Any, ...]:
         return (
             self.description,
-            _dumps(self.metadata),
+            dumps(self.metadata),
             int(self.priority),
             self.status.value,
             self.assigned_to,
@@ -183,15 +180,15 @@ class TaskRecord:
             self.generation,
             self.retry_count,
             self.max_retries,
-            _dumps(list(self.needed_capabilities)),
+            dumps(list(self.needed_capabilities)),
             self.last_error,
             self.complete_by,
-            None if self.result is None else _dumps(self.result),
+            None if self.result is None else dumps(self.result),
             self.tokens_used,
             self.submitted_by,
             self.created_at,
             self.updated_at,
-            _dumps(self.history),
+            dumps(self.history),
             self.id,
         )
 

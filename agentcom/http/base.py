@@ -16,6 +16,7 @@ from typing import Any
 import pykka
 import tornado.web
 
+from agentcom import compact_json
 from agentcom.config import MAX_MESSAGE_BYTES, HubConfig
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
@@ -51,7 +52,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def send_json(self, body: Mapping[str, Any], status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(body, separators=(",", ":")))
+        self.finish(compact_json.dumps(body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = "internal_error" if status_code >= 500 else self._reason.lower().replace(" ", "_")

@@ -20,6 +20,7 @@ import structlog
 import tornado.websocket
 from tornado.ioloop import PeriodicCallback
 
+from agentcom import compact_json
 from agentcom.actors.presence import Identity
 from agentcom.clock import now_ms
 from agentcom.config import MAX_MESSAGE_BYTES
@@ -115,7 +116,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
     def send_frame(self, frame: dict[str, Any]) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        self.write_message(json.dumps(frame, separators=(",", ":")))
+        self.write_message(compact_json.dumps(frame))
 
     def close_for(self, reason: str) -> None:
         if self.connection is not None:
