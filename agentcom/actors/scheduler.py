@@ -16,6 +16,7 @@ here; it is a safety net, not the recovery path (see ``death_watch``).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,20 @@ from agentcom.timers import TimerHandle, Timers
 log = structlog.get_logger(__name__)
 
 
+OFFER_PER_GROUP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    since: int  # idle order: lower has waited longer
+    agent: AgentIdle
+
+
+def _preference(waiting: _Waiting) -> tuple[bool, int]:
+    """Agents not flagged unresponsive first; within each, the one idle longest."""
+    return waiting.agent.unresponsive, waiting.since
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerTiming:
     stuck_threshold_ms: int
@@ -62,7 +77,11 @@ class Scheduler(HubActor):
         self._pubsub = pubsub.proxy()
         self._timers = timers
         self._timing = timing
-        self._idle: OrderedDict[str, AgentIdle] = OrderedDict()
+        # Idle agents grouped by what they can do (and whether flagged), each
+        # group in idle order; seq numbers order agents across groups.
+        self._groups: dict[tuple[bool, frozenset[str]], OrderedDict[str, _Waiting]] = {}
+        self._idle: dict[str, tuple[bool, frozenset[str]]] = {}
+        self._idle_order = itertools.count()
         self._round_pending = False
         self._sweep_timer: TimerHandle | None = None
 
@@ -79,13 +98,12 @@ class Scheduler(HubActor):
         if isinstance(message, TaskQueued):
             self._want_round()
         elif isinstance(message, AgentIdle):
-            self._idle.pop(message.agent_id, None)
-            self._idle[message.agent_id] = message
+            self._remember(message)
             self._want_round()
         elif isinstance(message, AgentLeft):
-            idle = self._idle.get(message.agent_id)
-            if idle is not None and idle.fsm_urn == message.fsm_urn:
-                del self._idle[message.agent_id]
+            left = self._waiting(message.agent_id)
+            if left is not None and left.agent.fsm_urn == message.fsm_urn:
+                self._forget(message.agent_id)
         elif isinstance(message, ScheduleDue):
             self._round_pending = False
             self._round()
@@ -96,8 +114,9 @@ class Scheduler(HubActor):
             self._arm_sweep()
 
     def idle_agents(self) -> list[str]:
-        """Agent ids in the order the next round will offer them."""
-        return [agent.agent_id for agent in self._preference_order()]
+        """Every idle agent id, in preference order (for operators and tests)."""
+        everyone = [waiting for group in self._groups.values() for waiting in group.values()]
+        return [waiting.agent.agent_id for waiting in sorted(everyone, key=_preference)]
 
     def _want_round(self) -> None:
         if self._idle and not self._round_pending:
@@ -105,25 +124,53 @@ class Scheduler(HubActor):
             self.actor_ref.tell(ScheduleDue())
 
     def _round(self) -> None:
-        if not self._idle:
+        offered = self._offer()
+        if not offered:
             return
-        candidates = [
-            IdleAgent(agent.agent_id, agent.capabilities) for agent in self._preference_order()
-        ]
+        candidates = [IdleAgent(w.agent.agent_id, w.agent.capabilities) for w in offered]
         assignments: list[Assignment] = self._task_queue.assign_next(candidates).get()
+        if len(assignments) == len(offered) and self._idle:
+            self._want_round()  # every agent offered got work: there may be more for the rest
         for assignment in assignments:
-            idle = self._idle.pop(assignment.agent_id)
+            waiting = self._waiting(assignment.agent_id)
+            assert waiting is not None
+            self._forget(assignment.agent_id)
             try:
-                future = idle.fsm_ref.ask(AssignmentMade(assignment), block=False)
+                future = waiting.agent.fsm_ref.ask(AssignmentMade(assignment), block=False)
             except pykka.ActorDeadError:
                 self._undelivered(assignment)
                 continue
             assert isinstance(future, CallbackFuture)
             future.add_done_callback(functools.partial(self._check_delivery, assignment))
 
-    def _preference_order(self) -> list[AgentIdle]:
-        idle = list(self._idle.values())
-        return [a for a in idle if not a.unresponsive] + [a for a in idle if a.unresponsive]
+    def _offer(self) -> list[_Waiting]:
+        """The agents a round offers: from each group only the longest idle, so a
+        round costs the same with a thousand idle agents as with ten."""
+        offered = [
+            waiting
+            for group in self._groups.values()
+            for waiting in itertools.islice(group.values(), OFFER_PER_GROUP)
+        ]
+        return sorted(offered, key=_preference)
+
+    def _remember(self, agent: AgentIdle) -> None:
+        self._forget(agent.agent_id)
+        group = (agent.unresponsive, agent.capabilities)
+        waiting = _Waiting(next(self._idle_order), agent)
+        self._groups.setdefault(group, OrderedDict())[agent.agent_id] = waiting
+        self._idle[agent.agent_id] = group
+
+    def _waiting(self, agent_id: str) -> _Waiting | None:
+        group = self._idle.get(agent_id)
+        return None if group is None else self._groups[group][agent_id]
+
+    def _forget(self, agent_id: str) -> None:
+        group = self._idle.pop(agent_id, None)
+        if group is not None:
+            members = self._groups[group]
+            del members[agent_id]
+            if not members:
+                del self._groups[group]
 
     def _check_delivery(self, assignment: Assignment, done: CallbackFuture) -> None:
         # Runs on the FSM's thread (or Pykka's teardown): only tell from here.

@@ -6,7 +6,7 @@ import pykka
 import pytest
 
 from agentcom.actors.base import HubActor
-from agentcom.actors.scheduler import Scheduler, SchedulerTiming
+from agentcom.actors.scheduler import OFFER_PER_GROUP, Scheduler, SchedulerTiming
 from agentcom.actors.task_queue import TaskQueue
 from agentcom.messages import (
     AGENTS_TOPIC,
@@ -31,12 +31,15 @@ LONG = SchedulerTiming(
 
 
 class CountingTaskQueue(TaskQueue):
-    """The real TaskQueue, counting matching rounds to show the scheduler does not spin."""
+    """The real TaskQueue, counting matching rounds (the scheduler must not spin) and
+    the most agents offered in one round (a round must not scan every idle agent)."""
 
     rounds = 0
+    most_offered = 0
 
     def assign_next(self, agents: Any) -> list[Assignment]:
         CountingTaskQueue.rounds += 1
+        CountingTaskQueue.most_offered = max(CountingTaskQueue.most_offered, len(agents))
         return super().assign_next(agents)
 
 
@@ -65,6 +68,7 @@ class Rig:
         timing: SchedulerTiming,
     ) -> None:
         CountingTaskQueue.rounds = 0
+        CountingTaskQueue.most_offered = 0
         self.pubsub_ref = pubsub_ref
         self.queue_ref = CountingTaskQueue.start(tmp_path, pubsub_ref, ManualClock())
         self.task_queue = self.queue_ref.proxy()
@@ -205,3 +209,17 @@ def test_the_sweep_runs_on_its_interval(
         lambda: task_queue.get(task_id).get(timeout=5)["status"] == "queued" or "not yet",
         what="sweep reclaiming the stuck task",
     )
+
+
+def test_a_round_offers_a_bounded_number_of_agents_and_rounds_chain_until_done(rig: Rig) -> None:
+    many = OFFER_PER_GROUP * 2 + 10
+    for n in range(many):
+        rig.agent(f"a{n}")
+    rig.settle()
+
+    for n in range(many):
+        rig.submit(f"t{n}")
+
+    offered_to = {rig.next_offer()[0] for _ in range(many)}
+    assert len(offered_to) == many, "every idle agent got one task"
+    assert CountingTaskQueue.most_offered <= OFFER_PER_GROUP
