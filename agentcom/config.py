@@ -30,6 +30,7 @@ class HubConfig:
 
 
 _ENV_PREFIX = "AGENTCOM_"
+_CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("console", "json")}
 _TIMING_HELP = {
     "acceptance_timeout_ms": "an assigned task not accepted in time goes back to the queue",
     "stuck_threshold_ms": "an assigned task with no progress for this long goes back to the queue",
@@ -57,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             help=f"{text} (default {getattr(defaults, name)}, env {_ENV_PREFIX}{name.upper()})",
         )
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", choices=["console", "json"])
+    for name, choices in _CHOICES.items():
+        parser.add_argument("--" + name.replace("_", "-"), choices=choices)
     return parser
 
 
@@ -90,4 +91,8 @@ def _parse_env(parser: argparse.ArgumentParser, name: str, raw: str) -> object:
             parser.error(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not an integer")
     if isinstance(default, Path):
         return Path(raw)
+    if name in _CHOICES and raw not in _CHOICES[name]:
+        parser.error(
+            f"{_ENV_PREFIX}{name.upper()}={raw!r}: choose from {', '.join(_CHOICES[name])}"
+        )
     return raw

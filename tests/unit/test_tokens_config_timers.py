@@ -130,3 +130,10 @@ def test_the_loops_token_check_sees_every_change_without_asking_each_time(tmp_pa
 
     asyncio.run(scenario())
     check.close()
+
+
+def test_log_settings_from_env_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert config_from_args([], {"AGENTCOM_LOG_LEVEL": "warning"}).log_level == "warning"
+    with pytest.raises(SystemExit):
+        config_from_args([], {"AGENTCOM_LOG_FORMAT": "yaml"})
+    assert "AGENTCOM_LOG_FORMAT" in capsys.readouterr().err
