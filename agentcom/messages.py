@@ -14,8 +14,9 @@ from typing import Any
 
 import pykka
 
-TASKS_TOPIC = "tasks"
-RECLAIMS_TOPIC = "reclaims"
+QUEUE_TOPIC = "queue"  # TaskQueued: what the Scheduler listens to
+TASKS_TOPIC = "tasks"  # every other change to a task
+RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed: for the holder's FSM, through Presence
 AGENTS_TOPIC = "agents"
 
 
@@ -118,7 +119,7 @@ class HeldTask:
     assigned_at: int
 
 
-# --- events on TASKS_TOPIC (published by TaskQueue) -------------------------------
+# --- events on QUEUE_TOPIC, TASKS_TOPIC, RECLAIMS_TOPIC (published by TaskQueue) --
 
 
 @dataclass(frozen=True, slots=True)

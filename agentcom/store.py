@@ -234,6 +234,11 @@ class TaskStore:
         if self._conn.in_transaction:
             self._conn.execute("COMMIT")
 
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self._in_savepoint = False
+
     def _writing(self) -> None:
         """Open the current message's savepoint on its first write (reads need none)."""
         if not self._in_savepoint:

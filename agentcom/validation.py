@@ -11,6 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentcom.messages import Priority
+from agentcom.store import ROLES
+
 
 class Invalid(Exception):
     """``code`` is the error (``missing_field``, ``invalid_field``); ``str()`` adds the detail."""
@@ -18,6 +21,9 @@ class Invalid(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +42,12 @@ def _is_kind(value: Any, kind: str) -> bool:
         case "string":
             return isinstance(value, str)
         case "integer":
-            return isinstance(value, int) and not isinstance(value, bool)
+            # The store keeps integers as SQLite's signed 64-bit ones.
+            return (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and INT64_MIN <= value <= INT64_MAX
+            )
         case "number":
             return isinstance(value, int | float) and not isinstance(value, bool)
         case "object":
@@ -61,7 +72,8 @@ def check(shape: tuple[Field, ...], value: Any) -> Mapping[str, Any]:
             continue
         if not _is_kind(item, field.kind):
             article = "an" if field.kind[0] in "aeiou" else "a"
-            raise Invalid("invalid_field", f"{field.name} must be {article} {field.kind}")
+            limits = " of at most 64 bits" if field.kind == "integer" else ""
+            raise Invalid("invalid_field", f"{field.name} must be {article} {field.kind}{limits}")
         if field.rule is not None and not field.rule(item):
             raise Invalid("invalid_field", f"{field.name} {field.rule_text}")
     return value
@@ -82,7 +94,7 @@ def _capabilities(value: list[Any]) -> bool:
     )
 
 
-LANES = ("urgent", "high", "normal", "low")
+LANES = tuple(lane.lane for lane in Priority)
 
 TASK_SUBMISSION = (
     Field("description", "string", required=True, rule=_non_empty, rule_text="must not be empty"),
@@ -96,7 +108,7 @@ TASK_SUBMISSION = (
 TOKEN_REQUEST = (
     Field("agent_id", "string", required=True, rule=_non_empty, rule_text="must not be empty"),
     Field(
-        "role", "string", rule=("agent", "admin").__contains__, rule_text="must be agent or admin"
+        "role", "string", rule=ROLES.__contains__, rule_text=f"must be one of {', '.join(ROLES)}"
     ),
 )
 

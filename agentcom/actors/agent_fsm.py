@@ -51,6 +51,9 @@ BUSY_BACKOFF_MS = 1_000
 MAX_BUSY_BACKOFF_MS = 30_000
 
 
+_REFUSED = object()  # what _answer returns once it has told the agent why not
+
+
 class FsmState(StrEnum):
     IDLE = "idle"
     ASSIGNED = "assigned"
@@ -221,10 +224,8 @@ class AgentFSM(HubActor):
         return True
 
     def _accepted(self, task_id: str) -> None:
-        try:
-            self._task_queue.accept(task_id, self.agent_id).get(timeout=REPLY_TIMEOUT_S)
-        except TaskRefused as refused:
-            self._refused("task_accept_failed", task_id, refused)
+        request = self._task_queue.accept(task_id, self.agent_id)
+        if self._answer("task_accept_failed", task_id, request) is _REFUSED:
             return
         if task_id == self.task_id and self.state is FsmState.ASSIGNED:
             self._cancel_acceptance()
@@ -243,32 +244,23 @@ class AgentFSM(HubActor):
             self._move(FsmState.WORKING)
 
     def _completed(self, task_id: str, generation: int, result: Any, tokens: int | None) -> None:
-        try:
-            self._task_queue.complete(task_id, self.agent_id, generation, result, tokens).get(
-                timeout=REPLY_TIMEOUT_S
-            )
-        except TaskRefused as refused:
-            self._refused("task_complete_failed", task_id, refused)
+        request = self._task_queue.complete(task_id, self.agent_id, generation, result, tokens)
+        if self._answer("task_complete_failed", task_id, request) is _REFUSED:
             return
         self.link.send({"type": "task_ack", "task_id": task_id, "status": "complete"})
         self._finished(task_id)
 
     def _failed(self, task_id: str, generation: int, error: str | None) -> None:
-        try:
-            outcome = self._task_queue.fail(task_id, self.agent_id, generation, error).get(
-                timeout=REPLY_TIMEOUT_S
-            )
-        except TaskRefused as refused:
-            self._refused("task_fail_failed", task_id, refused)
+        request = self._task_queue.fail(task_id, self.agent_id, generation, error)
+        outcome = self._answer("task_fail_failed", task_id, request)
+        if outcome is _REFUSED:
             return
         self.link.send({"type": "task_ack", "task_id": task_id, "status": outcome})
         self._finished(task_id)
 
     def _rejected(self, task_id: str, reason: str | None) -> None:
-        try:
-            self._task_queue.reject(task_id, self.agent_id, reason).get(timeout=REPLY_TIMEOUT_S)
-        except TaskRefused as refused:
-            self._refused("task_reject_failed", task_id, refused)
+        request = self._task_queue.reject(task_id, self.agent_id, reason)
+        if self._answer("task_reject_failed", task_id, request) is _REFUSED:
             return
         self.link.send({"type": "task_ack", "task_id": task_id, "status": "rejected"})
         if reason == BUSY:
@@ -319,9 +311,19 @@ class AgentFSM(HubActor):
 
     # --- internals ----------------------------------------------------------------------
 
-    def _refused(self, error: str, task_id: str, refused: TaskRefused) -> None:
-        self.log.info(error, task_id=task_id, reason=refused.reason)
-        self.link.send({"type": "error", "error": f"{error}: {refused.reason}"})
+    def _answer(self, error: str, task_id: str, request: pykka.Future[Any]) -> Any:
+        """TaskQueue's answer, or ``_REFUSED`` once the agent has been told why not."""
+        try:
+            return request.get(timeout=REPLY_TIMEOUT_S)
+        except TaskRefused as refused:
+            reason = refused.reason
+        except pykka.Timeout:
+            # The request may still be carried out; the agent learns the outcome
+            # from a retry (refused as not_assigned once done) or from the task.
+            reason = "hub_busy"
+        self.log.info(error, task_id=task_id, reason=reason)
+        self.link.send({"type": "error", "error": f"{error}: {reason}"})
+        return _REFUSED
 
     def _finished(self, task_id: str) -> None:
         """The task this FSM held is no longer its own: back to idle."""

@@ -27,7 +27,7 @@ import structlog
 from agentcom.actors.base import CallbackFuture, HubActor, tell_quietly
 from agentcom.messages import (
     AGENTS_TOPIC,
-    TASKS_TOPIC,
+    QUEUE_TOPIC,
     AgentIdle,
     AgentLeft,
     Assignment,
@@ -86,7 +86,7 @@ class Scheduler(HubActor):
         self._sweep_timer: TimerHandle | None = None
 
     def on_start(self) -> None:
-        self._pubsub.subscribe(TASKS_TOPIC, self.actor_ref).get()
+        self._pubsub.subscribe(QUEUE_TOPIC, self.actor_ref).get()
         self._pubsub.subscribe(AGENTS_TOPIC, self.actor_ref).get()
         self._arm_sweep()
 
@@ -129,7 +129,7 @@ class Scheduler(HubActor):
             return
         candidates = [IdleAgent(w.agent.agent_id, w.agent.capabilities) for w in offered]
         assignments: list[Assignment] = self._task_queue.assign_next(candidates).get()
-        if len(assignments) == len(offered) and self._idle:
+        if len(assignments) == len(offered) and len(self._idle) > len(offered):
             self._want_round()  # every agent offered got work: there may be more for the rest
         for assignment in assignments:
             waiting = self._waiting(assignment.agent_id)

@@ -30,6 +30,7 @@ from agentcom.actors.base import BatchingActor
 from agentcom.clock import Clock, now_ms
 from agentcom.matching import QueuedIndex
 from agentcom.messages import (
+    QUEUE_TOPIC,
     RECLAIMS_TOPIC,
     TASKS_TOPIC,
     AgentStopped,
@@ -72,18 +73,24 @@ class TaskQueue(BatchingActor):
         self._held_by: dict[str, str] = {}
         self._queued = QueuedIndex()
         self._counts: Counter[tuple[TaskStatus, Priority]] = Counter()
-        self._events: list[object] = []
-        self._reclaims: list[TaskReclaimed] = []
+        self._outbox: list[tuple[str, object]] = []  # (topic, event), sent after the commit
 
     # --- lifecycle -------------------------------------------------------------
 
     def on_start(self) -> None:
         self._db = open_tasks_db(self._data_dir)
         self._store = TaskStore(self._db)
-        self._counts.update(self._store.counts())
+        self._load()
+        log.info("task_queue_started", queued=len(self._queued), assigned=len(self._held_by))
+
+    def _load(self) -> None:
+        """Build the in-memory view (lanes, holders, counts) from what the store holds."""
+        self._live.clear()
+        self._held_by.clear()
+        self._queued = QueuedIndex()
+        self._counts = Counter(self._store.counts())
         for task in self._store.live():
             self._remember(task)
-        log.info("task_queue_started", queued=len(self._queued), assigned=len(self._held_by))
 
     def on_stop(self) -> None:
         self._store.commit()
@@ -93,23 +100,43 @@ class TaskQueue(BatchingActor):
     def _handle_receive(self, message: Any) -> Any:
         if isinstance(message, pykka.messages._ActorStop):
             return super()._handle_receive(message)
+        outbox_before = len(self._outbox)
         try:
             response = super()._handle_receive(message)
-        except BaseException:
+        except TaskRefused:
+            # Refusals are decided before anything is changed.
             self._store.end_message(keep=False)
+            raise
+        except BaseException:
+            # Anything else may have failed half-way: undo it on disk, and
+            # rebuild memory from disk rather than trust what was changed.
+            self._store.end_message(keep=False)
+            del self._outbox[outbox_before:]
+            self._load()
             raise
         self._store.end_message(keep=True)
         return response
 
     def end_batch(self) -> None:
         if not self.actor_stopped.is_set():
-            self._store.commit()
-        if self._events:
-            events, self._events = self._events, []
-            self._pubsub.publish.defer(TASKS_TOPIC, events)
-        if self._reclaims:
-            reclaims, self._reclaims = self._reclaims, []
-            self._pubsub.publish.defer(RECLAIMS_TOPIC, reclaims)
+            try:
+                self._store.commit()
+            except Exception:
+                # Nothing of this batch is on disk: its replies fail (BatchingActor),
+                # its events are not sent, and memory goes back to the store's view.
+                self._store.rollback()
+                self._outbox.clear()
+                self._load()
+                raise
+        by_topic: dict[str, list[object]] = {}
+        for topic, event in self._outbox:
+            by_topic.setdefault(topic, []).append(event)
+        self._outbox.clear()
+        for topic, events in by_topic.items():
+            self._pubsub.publish.defer(topic, events)
+
+    def _publish(self, topic: str, event: object) -> None:
+        self._outbox.append((topic, event))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AgentStopped):
@@ -136,7 +163,7 @@ class TaskQueue(BatchingActor):
         self._store.insert(task)
         self._counts[task.status, task.priority] += 1
         self._remember(task)
-        self._events.append(TaskQueued(task.id, "submitted"))
+        self._publish(QUEUE_TOPIC, TaskQueued(task.id, "submitted"))
         log.info("task_queued", task_id=task.id, priority=task.priority.lane)
         return {
             "status": "queued",
@@ -201,7 +228,7 @@ class TaskQueue(BatchingActor):
             task.record("assigned", now, agent_id=agent_id, generation=task.generation)
             self._store.update(task)
             self._held_by[agent_id] = task_id
-            self._events.append(TaskAssigned(task_id, agent_id, task.generation))
+            self._publish(TASKS_TOPIC, TaskAssigned(task_id, agent_id, task.generation))
             log.info(
                 "task_assigned", task_id=task_id, agent_id=agent_id, generation=task.generation
             )
@@ -228,7 +255,7 @@ class TaskQueue(BatchingActor):
         now = self._clock()
         task.record("reclaimed", now, cause=cause.value, agent_id=agent_id, generation=generation)
         self._requeue(task, "reclaimed", now)
-        self._reclaims.append(TaskReclaimed(task_id, agent_id, generation, cause))
+        self._publish(RECLAIMS_TOPIC, TaskReclaimed(task_id, agent_id, generation, cause))
         log.info("task_reclaimed", task_id=task_id, agent_id=agent_id, cause=cause.value)
         return True
 
@@ -244,6 +271,13 @@ class TaskQueue(BatchingActor):
             task = self._live[task_id]
             assert task.assigned_at is not None
             if task.complete_by is not None and task.complete_by < now:
+                # Whether it goes back to its lane or to the dead letter, its
+                # holder's FSM must let go of it.
+                assert task.assigned_to is not None
+                self._publish(
+                    RECLAIMS_TOPIC,
+                    TaskReclaimed(task_id, task.assigned_to, task.generation, ReclaimCause.OVERDUE),
+                )
                 self._fail(task, f"overdue: not completed by {task.complete_by}", now, overdue=True)
             elif now - task.updated_at >= stuck_threshold_ms:
                 self.reclaim(task_id, task.generation, ReclaimCause.STUCK)
@@ -290,7 +324,7 @@ class TaskQueue(BatchingActor):
         task.record("completed", now, agent_id=agent_id, generation=generation)
         self._store.update(task)
         self._forget(task)
-        self._events.append(TaskCompleted(task_id, agent_id, generation))
+        self._publish(TASKS_TOPIC, TaskCompleted(task_id, agent_id, generation))
         log.info("task_completed", task_id=task_id, agent_id=agent_id, generation=generation)
 
     def fail(self, task_id: str, agent_id: str, generation: int, error: str | None) -> str:
@@ -354,7 +388,7 @@ class TaskQueue(BatchingActor):
             task.assigned_to = task.assigned_at = task.accepted_at = None
             self._store.update(task)
             self._forget(task, agent_id)
-            self._events.append(TaskDeadLettered(task.id, error))
+            self._publish(TASKS_TOPIC, TaskDeadLettered(task.id, error))
             log.warning("task_dead_lettered", task_id=task.id, agent_id=agent_id, error=error)
             return "dead_letter"
         if overdue:
@@ -369,9 +403,6 @@ class TaskQueue(BatchingActor):
                 retry_count=task.retry_count,
             )
             self._requeue(task, "reclaimed", now)
-            self._reclaims.append(
-                TaskReclaimed(task.id, agent_id, generation, ReclaimCause.OVERDUE)
-            )
         else:
             task.record("retry", now, error=error, retry_count=task.retry_count, agent_id=agent_id)
             self._requeue(task, "retry", now)
@@ -384,10 +415,9 @@ class TaskQueue(BatchingActor):
         task.assigned_to = task.assigned_at = task.accepted_at = None
         task.updated_at = now
         self._store.update(task)
-        if holder is not None and self._held_by.get(holder) == task.id:
-            del self._held_by[holder]
+        self._release(holder, task.id)
         self._remember(task)
-        self._events.append(TaskQueued(task.id, cause))
+        self._publish(QUEUE_TOPIC, TaskQueued(task.id, cause))
 
     def _move(self, task: TaskRecord, status: TaskStatus) -> None:
         self._counts[task.status, task.priority] -= 1
@@ -404,6 +434,8 @@ class TaskQueue(BatchingActor):
 
     def _forget(self, task: TaskRecord, holder: str | None = None) -> None:
         self._live.pop(task.id, None)
-        holder = holder or task.assigned_to
-        if holder is not None and self._held_by.get(holder) == task.id:
+        self._release(holder or task.assigned_to, task.id)
+
+    def _release(self, holder: str | None, task_id: str) -> None:
+        if holder is not None and self._held_by.get(holder) == task_id:
             del self._held_by[holder]

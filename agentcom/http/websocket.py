@@ -135,7 +135,8 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         self.last_heard = time.monotonic()
-        if len(message) > MAX_MESSAGE_BYTES:
+        size = len(message) if isinstance(message, bytes) else len(message.encode())
+        if size > MAX_MESSAGE_BYTES:
             self._error("frame_too_large", f"frames are limited to {MAX_MESSAGE_BYTES} bytes")
             return
         try:
@@ -156,12 +157,17 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         except Invalid as invalid:
             self.send_frame({"type": "error", "error": str(invalid)})
             return
-        if kind == "identify":
-            await self._identify(frame)
-        elif self.fsm_ref is None:
-            self._error("not_identified")
-        else:
-            await self._identified_message(kind, frame)
+        try:
+            if kind == "identify":
+                await self._identify(frame)
+            elif self.fsm_ref is None:
+                self._error("not_identified")
+            else:
+                await self._identified_message(kind, frame)
+        except (TimeoutError, pykka.Timeout, pykka.ActorDeadError):
+            # Tornado would drop the socket on an exception; an agent is owed a reason.
+            log.warning("hub_busy", agent_id=self.agent_id, frame_type=kind)
+            self._error("hub_busy", "the hub did not answer in time; try again")
 
     async def _identify(self, frame: dict[str, Any]) -> None:
         if self.fsm_ref is not None:

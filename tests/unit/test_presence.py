@@ -85,3 +85,24 @@ def test_a_task_the_sweep_takes_back_frees_its_agent(
         lambda: (state := fsm.proxy().snapshot().get(timeout=5))["fsm_state"] == "idle" or state,
         what="the FSM letting go of the swept task",
     )
+
+
+def test_an_overdue_task_that_goes_to_the_dead_letter_frees_its_agent(
+    queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
+) -> None:
+    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    _, fsm = connect(presence, "a1")
+    task_queue.submit(TaskSpec("work", "tester", max_retries=0, complete_by=clock.now + 10)).get(
+        timeout=5
+    )
+    (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
+    assert fsm.ask(AssignmentMade(assignment), timeout=5)
+    clock.advance(100)
+
+    task_queue.sweep(stuck_threshold_ms=60_000, acceptance_timeout_ms=60_000).get(timeout=5)
+
+    assert task_queue.get(assignment.task_id).get(timeout=5)["status"] == "dead_letter"
+    wait_until(
+        lambda: (state := fsm.proxy().snapshot().get(timeout=5))["fsm_state"] == "idle" or state,
+        what="the FSM letting go of the dead-lettered task",
+    )

@@ -10,7 +10,7 @@ from agentcom.actors.scheduler import OFFER_PER_GROUP, Scheduler, SchedulerTimin
 from agentcom.actors.task_queue import TaskQueue
 from agentcom.messages import (
     AGENTS_TOPIC,
-    TASKS_TOPIC,
+    QUEUE_TOPIC,
     AgentIdle,
     AgentLeft,
     Assignment,
@@ -93,7 +93,7 @@ class Rig:
 
     def settle(self) -> None:
         """Every event published so far has reached the scheduler and been handled."""
-        self.pubsub_ref.proxy().publish(TASKS_TOPIC, []).get(timeout=5)  # PubSub drained
+        self.pubsub_ref.proxy().publish(QUEUE_TOPIC, []).get(timeout=5)  # PubSub drained
         self.scheduler_ref.proxy().idle_agents().get(timeout=5)  # its events handled
         self.scheduler_ref.proxy().idle_agents().get(timeout=5)  # and the round they asked for
 
@@ -178,7 +178,7 @@ def test_a_burst_of_events_is_one_round_not_a_storm(rig: Rig) -> None:
     rounds_before = CountingTaskQueue.rounds
     burst = [TaskQueued(f"task-{n}", "submitted") for n in range(200)]
 
-    rig.pubsub_ref.proxy().publish(TASKS_TOPIC, burst).get(timeout=5)
+    rig.pubsub_ref.proxy().publish(QUEUE_TOPIC, burst).get(timeout=5)
     rig.settle()
 
     assert CountingTaskQueue.rounds - rounds_before <= 2
@@ -223,3 +223,4 @@ def test_a_round_offers_a_bounded_number_of_agents_and_rounds_chain_until_done(r
     offered_to = {rig.next_offer()[0] for _ in range(many)}
     assert len(offered_to) == many, "every idle agent got one task"
     assert CountingTaskQueue.most_offered <= OFFER_PER_GROUP
+

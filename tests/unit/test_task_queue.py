@@ -6,7 +6,7 @@ import pytest
 
 from agentcom.actors.task_queue import TaskQueue
 from agentcom.messages import (
-    TASKS_TOPIC,
+    QUEUE_TOPIC,
     AgentStopped,
     IdleAgent,
     Priority,
@@ -250,7 +250,7 @@ def test_every_change_is_published_after_it_is_stored(
     task_queue: Any, pubsub_ref: pykka.ActorRef[Any], recorder: Any
 ) -> None:
     ref, seen = recorder
-    pubsub_ref.proxy().subscribe(TASKS_TOPIC, ref).get(timeout=5)
+    pubsub_ref.proxy().subscribe(QUEUE_TOPIC, ref).get(timeout=5)
 
     task_id = submit(task_queue)
 
@@ -297,3 +297,20 @@ def test_recovering_a_task_counts_as_accepting_it(task_queue: Any) -> None:
     task_queue.recover(task_id, "a1").get(timeout=5)
 
     assert task_queue.held_by("a1").get(timeout=5).accepted
+
+
+def test_a_message_that_fails_half_way_leaves_memory_as_the_store_has_it(
+    task_queue: Any, queue_ref: pykka.ActorRef[Any]
+) -> None:
+    task_id = submit(task_queue)
+    assignment = assign(task_queue)
+
+    with pytest.raises(TypeError):  # the result cannot be stored: fails after the state moved
+        task_queue.complete(task_id, "a1", assignment.generation, object(), None).get(timeout=5)
+
+    task = task_queue.get(task_id).get(timeout=5)
+    assert task["status"] == "assigned"
+    assert events(task) == ["queued", "assigned"]
+    assert task_queue.stats().get(timeout=5)["by_status"]["assigned"] == 1
+    task_queue.complete(task_id, "a1", assignment.generation, {"ok": 1}, None).get(timeout=5)
+    assert task_queue.get(task_id).get(timeout=5)["status"] == "completed"
