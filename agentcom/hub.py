@@ -83,7 +83,7 @@ class Hub:
         self.tokens = self.tokens_ref.proxy()
         self.token_check = TokenCheck(self.tokens, config.data_dir)
         services = Services(
-            config, self.task_queue, self.presence_ref.proxy(), self.tokens, self.token_check
+            self.task_queue, self.presence_ref.proxy(), self.tokens, self.token_check
         )
         self.sockets = SocketRegistry(config.ping_timeout_ms)
         self.server = HTTPServer(

@@ -16,11 +16,10 @@ from agentcom.store import ROLES
 
 
 class Invalid(Exception):
-    """``code`` is the error (``missing_field``, ``invalid_field``); ``str()`` adds the detail."""
+    """``str()`` is the error reply: the error (``missing_field``, ...) and its detail."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
-        self.code = code
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -45,6 +45,7 @@ from simulator.bench_support import (
     HubProcess,
     completed_count,
     now_ms,
+    rate,
     submit_all,
     summary,
     wait_completed,
@@ -102,12 +103,10 @@ class Bench:
             yield report
         finally:
             driver_end.send("done")
-            report.update(_receive(driver_end, process))
             process.join(timeout=30)
 
     def completed_records(self, hub: HubProcess, agent_ids: list[str]) -> list[dict[str, Any]]:
-        client = HubClient(hub, hub.admin_token)
-        try:
+        with HubClient(hub, hub.admin_token) as client:
             return [
                 task
                 for agent_id in agent_ids
@@ -115,21 +114,18 @@ class Bench:
                     "GET", f"/api/tasks?status=completed&assigned_to={agent_id}"
                 )["tasks"]
             ]
-        finally:
-            client.close()
 
     # --- scenarios ----------------------------------------------------------------------
 
     def latency(self) -> None:
         count = self.size(200)
         with self.hub("latency") as hub, self.agents(hub, "lat", 2) as agents:
-            client = HubClient(hub, hub.admin_token)
-            target = completed_count(client) + count
-            for n in range(count):
-                client.submit(f"latency {n}")
-                time.sleep(0.02)
-            wait_completed(client, target, "latency", COMPLETION_TIMEOUT_S)
-            client.close()
+            with HubClient(hub, hub.admin_token) as client:
+                target = completed_count(client) + count
+                for n in range(count):
+                    client.submit(f"latency {n}")
+                    time.sleep(0.02)
+                wait_completed(client, target, "latency", COMPLETION_TIMEOUT_S)
             tasks = self.completed_records(hub, agents["agent_ids"])
         self.results["latency"] = {
             "tasks": count,
@@ -142,19 +138,18 @@ class Bench:
     ) -> dict[str, Any]:
         count = self.size(5000)
         with self.hub(name, prepare) as hub, self.agents(hub, name, 16) as agents:
-            client = HubClient(hub, hub.admin_token)
-            target = completed_count(client) + count
-            cpu_before = hub.cpu_seconds()
-            first_submit = now_ms()
-            submit_all(hub, count, SUBMITTERS, name)
-            wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
-            client.close()
+            with HubClient(hub, hub.admin_token) as client:
+                target = completed_count(client) + count
+                cpu_before = hub.cpu_seconds()
+                first_submit = now_ms()
+                submit_all(hub, count, SUBMITTERS, name)
+                wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
             cpu_after = hub.cpu_seconds()
             tasks = self.completed_records(hub, agents["agent_ids"])
         last_completion = max(_completed_at(t) for t in tasks)
         figures = {
             "tasks": count,
-            "tasks_per_s": round(count / ((last_completion - first_submit) / 1000), 1),
+            "tasks_per_s": rate(count, first_submit, last_completion),
             "assign_ms": summary(
                 [t["assigned_at"] - t["created_at"] for t in tasks], with_max=False
             ),
@@ -187,12 +182,11 @@ class Bench:
             rss_without_agents = hub.rss_kib()
             with self.agents(hub, "scale", agent_count) as agents:
                 rss_with_agents = hub.rss_kib()
-                client = HubClient(hub, hub.admin_token)
-                target = completed_count(client) + count
-                first_submit = now_ms()
-                submit_all(hub, count, SUBMITTERS, "scale")
-                wait_completed(client, target, "scale", COMPLETION_TIMEOUT_S, progress_every_s=0.5)
-                client.close()
+                with HubClient(hub, hub.admin_token) as client:
+                    target = completed_count(client) + count
+                    first_submit = now_ms()
+                    submit_all(hub, count, SUBMITTERS, "scale")
+                    wait_completed(client, target, "scale", COMPLETION_TIMEOUT_S, 0.5)
                 rss_after_tasks = hub.rss_kib()
                 tasks = self.completed_records(hub, agents["agent_ids"])
         last_completion = max(_completed_at(t) for t in tasks)
@@ -209,7 +203,7 @@ class Bench:
             "rss_with_agents_kib": rss_with_agents,
             "rss_after_tasks_kib": rss_after_tasks,
             "kib_per_agent": per_agent,
-            "tasks_per_s": round(count / ((last_completion - first_submit) / 1000), 1),
+            "tasks_per_s": rate(count, first_submit, last_completion),
         }
 
     def deep_store(self) -> None:

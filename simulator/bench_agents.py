@@ -22,7 +22,8 @@ from tornado.websocket import websocket_connect
 
 from simulator.agent_sim import AgentSim
 from simulator.behaviour import Behaviour
-from simulator.hub_http import create_token, post_json
+from simulator.bench_support import now_ms, shares
+from simulator.hub_http import create_token, http_url_for, post_json
 
 IDENTIFY_TIMEOUT_S = 60.0
 WAIT_STEP_S = 0.0005
@@ -56,14 +57,13 @@ def serve_agents(ws_url: str, tokens: dict[str, str], pipe: Connection) -> None:
             agent.wait_identified(IDENTIFY_TIMEOUT_S)
         pipe.send({"connect_s": time.monotonic() - started})
         pipe.recv()  # the driver's "done"
-        pipe.send({"completed": sum(agent.completed_count for agent in agents)})
 
 
 def reclaim_rounds(ws_url: str, admin_token: str, rounds: int, pipe: Connection) -> None:
     """Per round: a holder takes a task and its TCP connection is dropped; time until
     the survivor is handed the task. The holder is connected first, so it is the
     agent idle longest and is the one handed the task."""
-    http_url = ws_url.replace("ws", "http", 1).removesuffix("/ws")
+    http_url = http_url_for(ws_url)
     holder_token = create_token(http_url, admin_token, "bench-holder")
     survivor_token = create_token(http_url, admin_token, "bench-survivor")
     with shared_loop() as loop:
@@ -93,7 +93,7 @@ def _reclaim_round(
         f"{http_url}/api/tasks", {"description": f"reclaim round {round_number}"}, admin_token
     )
     _wait(lambda: bool(holder.received_tasks), "the holder's task")
-    dropped_at = time.time() * 1000
+    dropped_at = now_ms()
     holder.kill_connection()
     _wait(lambda: bool(survivor.received_tasks), "the survivor's task")
     _wait(lambda: survivor.completed_count == 1, "the survivor's completion")
@@ -116,10 +116,7 @@ def echo_clients(ws_url: str, connections: int, tasks: int, pipe: Connection) ->
 
     async def run_all() -> float:
         started = time.monotonic()
-        shares = [
-            tasks // connections + (1 if n < tasks % connections else 0) for n in range(connections)
-        ]
-        await asyncio.gather(*(run_connection(share) for share in shares))
+        await asyncio.gather(*(run_connection(share) for share in shares(tasks, connections)))
         return time.monotonic() - started
 
     pipe.send({"elapsed_s": asyncio.run(run_all())})

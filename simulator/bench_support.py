@@ -33,6 +33,16 @@ def now_ms() -> float:
     return time.time() * 1000
 
 
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` counts that differ by at most one."""
+    return [total // parts + (1 if n < total % parts else 0) for n in range(parts)]
+
+
+def rate(count: int, started_ms: float, ended_ms: float) -> float:
+    """Tasks per second between two wall-clock ms timestamps."""
+    return round(count / ((ended_ms - started_ms) / 1000), 1)
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile: the smallest sample with ``fraction`` of samples at or below."""
     ordered = sorted(samples)
@@ -56,7 +66,6 @@ class HubProcess:
     http_url: str
     admin_token: str
     process: subprocess.Popen[str] | None = None
-    data_dir: Path | None = None
 
     @property
     def ws_url(self) -> str:
@@ -69,7 +78,7 @@ class HubProcess:
         return parsed.hostname, parsed.port
 
     @classmethod
-    def start(cls, data_dir: Path, *flags: str) -> HubProcess:
+    def start(cls, data_dir: Path) -> HubProcess:
         admin = subprocess.run(
             [
                 *AGENTCOM,
@@ -86,7 +95,7 @@ class HubProcess:
             text=True,
         ).stdout.strip()
         process = subprocess.Popen(
-            [*HUB, "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning", *flags],
+            [*HUB, "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -96,7 +105,7 @@ class HubProcess:
             process.kill()
             raise RuntimeError(f"the hub did not start: {line!r}")
         http_url = line.split("listening on ")[1].split()[0]
-        return cls(http_url, admin, process, data_dir)
+        return cls(http_url, admin, process)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -151,18 +160,23 @@ class HubClient:
         if self._conn is not None:
             self._conn.close()
 
+    def __enter__(self) -> HubClient:
+        return self
 
-def submit_all(hub: HubProcess, count: int, submitters: int, prefix: str) -> list[str]:
-    """``count`` tasks from ``submitters`` concurrent keep-alive connections; their ids."""
-    shares = [count // submitters + (1 if n < count % submitters else 0) for n in range(submitters)]
-    ids: list[list[str]] = [[] for _ in shares]
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def submit_all(hub: HubProcess, count: int, submitters: int, prefix: str) -> None:
+    """``count`` tasks from ``submitters`` concurrent keep-alive connections."""
+    counts = shares(count, submitters)
     failures: list[BaseException] = []
 
     def run(slot: int) -> None:
         client = HubClient(hub, hub.admin_token)
         try:
-            for n in range(shares[slot]):
-                ids[slot].append(client.submit(f"{prefix} {slot}-{n}"))
+            for n in range(counts[slot]):
+                client.submit(f"{prefix} {slot}-{n}")
         except BaseException as error:  # reported to the caller, not lost in the thread
             failures.append(error)
         finally:
@@ -175,7 +189,6 @@ def submit_all(hub: HubProcess, count: int, submitters: int, prefix: str) -> lis
         thread.join()
     if failures:
         raise failures[0]
-    return [task_id for share in ids for task_id in share]
 
 
 def completed_count(client: HubClient) -> int:

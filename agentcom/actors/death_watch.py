@@ -27,10 +27,6 @@ class DeathWatch:
         self._notice: object | None = None
         self._lock = threading.Lock()
 
-    @property
-    def dead(self) -> bool:
-        return self._notice is not None
-
     def watch(self, watcher: pykka.ActorRef[Any]) -> None:
         with self._lock:
             if self._notice is None:

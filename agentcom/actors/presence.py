@@ -155,9 +155,10 @@ class Presence(HubActor):
 
     def agent_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
         """FSM states as ``/api/agents/states`` shows them (one agent if ``agent_id``)."""
-        agents = list(self._agents.values())
-        if agent_id is not None:
-            agents = [a for a in agents if a.agent_id == agent_id]
+        if agent_id is None:
+            agents = list(self._agents.values())
+        else:
+            agents = [self._agents[agent_id]] if agent_id in self._agents else []
         return [
             {
                 **snapshot,

@@ -29,11 +29,6 @@ class PubSub(HubActor):
         if subscriber not in subscribers:
             subscribers.append(subscriber)
 
-    def unsubscribe(self, topic: str, subscriber: pykka.ActorRef[Any]) -> None:
-        subscribers = self._subscribers.get(topic, [])
-        if subscriber in subscribers:
-            subscribers.remove(subscriber)
-
     def publish(self, topic: str, events: Sequence[object]) -> None:
         subscribers = self._subscribers.get(topic, [])
         for subscriber in list(subscribers):

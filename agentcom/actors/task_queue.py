@@ -52,11 +52,7 @@ from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 
 log = structlog.get_logger(__name__)
 
-_STOP_REASON_TO_CAUSE = {
-    "disconnected": ReclaimCause.DISCONNECTED,
-    "replaced": ReclaimCause.REPLACED,
-    "crashed": ReclaimCause.CRASHED,
-}
+_STOP_CAUSES = {ReclaimCause.DISCONNECTED, ReclaimCause.REPLACED, ReclaimCause.CRASHED}
 
 
 class TaskQueue(BatchingActor):
@@ -356,7 +352,13 @@ class TaskQueue(BatchingActor):
     def _agent_stopped(self, notice: AgentStopped) -> None:
         if notice.task_id is None or notice.generation is None:
             return
-        cause = _STOP_REASON_TO_CAUSE.get(notice.reason, ReclaimCause.DISCONNECTED)
+        # Stop reasons are causes by name; any other ending (shutdown) counts
+        # as a disconnect.
+        cause = (
+            ReclaimCause(notice.reason)
+            if notice.reason in _STOP_CAUSES
+            else ReclaimCause.DISCONNECTED
+        )
         self.reclaim(notice.task_id, notice.generation, cause)
 
     # --- internals ------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pykka
 import tornado.web
 
 from agentcom import compact_json
-from agentcom.config import MAX_MESSAGE_BYTES, HubConfig
+from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
 from agentcom.store import TokenInfo
@@ -28,7 +28,6 @@ from agentcom.validation import Field, Invalid, check
 class Services:
     """Proxies of the actors the handlers talk to."""
 
-    config: HubConfig
     task_queue: pykka.ActorProxy[Any]
     presence: pykka.ActorProxy[Any]
     tokens: pykka.ActorProxy[Any]

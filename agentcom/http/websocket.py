@@ -155,7 +155,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         try:
             check(shape, frame)
         except Invalid as invalid:
-            self.send_frame({"type": "error", "error": str(invalid)})
+            self._error(str(invalid))
             return
         try:
             if kind == "identify":
@@ -221,13 +221,10 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
                     )
                 )
             case "task_failed":
-                error = frame.get("error") or frame.get("reason")
-                text = error if error is None or isinstance(error, str) else json.dumps(error)
-                self._tell_fsm(AgentFailed(frame["task_id"], frame["generation"], text))
+                error = _as_text(frame.get("error") or frame.get("reason"))
+                self._tell_fsm(AgentFailed(frame["task_id"], frame["generation"], error))
             case "task_rejected":
-                reason = frame.get("reason")
-                text = reason if reason is None or isinstance(reason, str) else json.dumps(reason)
-                self._tell_fsm(AgentRejected(frame["task_id"], text))
+                self._tell_fsm(AgentRejected(frame["task_id"], _as_text(frame.get("reason"))))
             case "task_recovering":
                 self._tell_fsm(AgentRecovering(frame["task_id"]))
 
@@ -240,3 +237,8 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             self.fsm_ref.tell(message)
         except pykka.ActorDeadError:
             self._error("agent_offline", "this connection's agent state has ended; reconnect")
+
+
+def _as_text(value: Any) -> str | None:
+    """An error or reason as stored: text as given, any other JSON as its encoding."""
+    return value if value is None or isinstance(value, str) else compact_json.dumps(value)

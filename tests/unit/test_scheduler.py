@@ -223,4 +223,3 @@ def test_a_round_offers_a_bounded_number_of_agents_and_rounds_chain_until_done(r
     offered_to = {rig.next_offer()[0] for _ in range(many)}
     assert len(offered_to) == many, "every idle agent got one task"
     assert CountingTaskQueue.most_offered <= OFFER_PER_GROUP
-
