@@ -132,9 +132,8 @@ class Scheduler(HubActor):
         if len(assignments) == len(offered) and len(self._idle) > len(offered):
             self._want_round()  # every agent offered got work: there may be more for the rest
         for assignment in assignments:
-            waiting = self._waiting(assignment.agent_id)
+            waiting = self._forget(assignment.agent_id)
             assert waiting is not None
-            self._forget(assignment.agent_id)
             try:
                 future = waiting.agent.fsm_ref.ask(AssignmentMade(assignment), block=False)
             except pykka.ActorDeadError:
@@ -164,13 +163,16 @@ class Scheduler(HubActor):
         group = self._idle.get(agent_id)
         return None if group is None else self._groups[group][agent_id]
 
-    def _forget(self, agent_id: str) -> None:
+    def _forget(self, agent_id: str) -> _Waiting | None:
+        """No longer idle; returns how it was waiting, if it was."""
         group = self._idle.pop(agent_id, None)
-        if group is not None:
-            members = self._groups[group]
-            del members[agent_id]
-            if not members:
-                del self._groups[group]
+        if group is None:
+            return None
+        members = self._groups[group]
+        waiting = members.pop(agent_id)
+        if not members:
+            del self._groups[group]
+        return waiting
 
     def _check_delivery(self, assignment: Assignment, done: CallbackFuture) -> None:
         # Runs on the FSM's thread (or Pykka's teardown): only tell from here.

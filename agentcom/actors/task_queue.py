@@ -303,8 +303,8 @@ class TaskQueue(BatchingActor):
 
     def progress(self, task_id: str, agent_id: str) -> None:
         """A heartbeat; sent without waiting, so a stale one is ignored, never raised."""
-        task = self._live.get(task_id)
-        if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
+        task = self._held(task_id, agent_id)
+        if task is None:
             log.info("stale_progress_ignored", task_id=task_id, agent_id=agent_id)
             return
         task.updated_at = self._clock()
@@ -338,8 +338,8 @@ class TaskQueue(BatchingActor):
 
     def recover(self, task_id: str, agent_id: str) -> int | None:
         """The generation to continue under, or None if the agent must drop the task."""
-        task = self._live.get(task_id)
-        if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
+        task = self._held(task_id, agent_id)
+        if task is None:
             log.info("task_recovery_refused", task_id=task_id, agent_id=agent_id)
             return None
         # An agent recovering a task is working on it: that is acceptance too.
@@ -369,15 +369,19 @@ class TaskQueue(BatchingActor):
     def _assigned_to(
         self, task_id: str, agent_id: str, generation: int | None = None
     ) -> TaskRecord:
-        task = self._live.get(task_id)
+        task = self._held(task_id, agent_id)
         if task is None:
-            if self._store.get(task_id) is None:
-                raise TaskRefused("not_found")
-            raise TaskRefused("not_assigned")
-        if task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
-            raise TaskRefused("not_assigned")
+            known = task_id in self._live or self._store.get(task_id) is not None
+            raise TaskRefused("not_assigned" if known else "not_found")
         if generation is not None and generation != task.generation:
             raise TaskRefused("stale_generation")
+        return task
+
+    def _held(self, task_id: str, agent_id: str) -> TaskRecord | None:
+        """The task if it is assigned to ``agent_id`` right now."""
+        task = self._live.get(task_id)
+        if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
+            return None
         return task
 
     def _fail(self, task: TaskRecord, error: str | None, now: int, *, overdue: bool) -> str:
