@@ -274,7 +274,10 @@ class AgentFSM(HubActor):
         self._finished(task_id)
 
     def _recovering(self, task_id: str) -> None:
-        generation = self._task_queue.recover(task_id, self.agent_id).get(timeout=REPLY_TIMEOUT_S)
+        request = self._task_queue.recover(task_id, self.agent_id)
+        generation = self._answer("task_recover_failed", task_id, request)
+        if generation is _REFUSED:
+            return
         if generation is None:
             self.link.send({"type": "task_reassign", "task_id": task_id})
             if task_id == self.task_id:
