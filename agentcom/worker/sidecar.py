@@ -34,6 +34,7 @@ from pathlib import Path
 import structlog
 
 from agentcom.worker.assignment import Assignment
+from agentcom.worker.files import PathOutsideDirectory, inside
 from agentcom.worker.outcome import (
     TAIL_CHARS,
     Failed,
@@ -109,10 +110,11 @@ class ResultFiles:
 
     @classmethod
     def of(cls, results_dir: Path, task_id: str) -> ResultFiles:
+        """Raises PathOutsideDirectory for a task id that would lead out of results_dir."""
         return cls(
-            results_dir / f"{task_id}.started",
-            results_dir / f"{task_id}.json",
-            results_dir / f"{task_id}.wake.log",
+            inside(results_dir, f"{task_id}.started"),
+            inside(results_dir, f"{task_id}.json"),
+            inside(results_dir, f"{task_id}.wake.log"),
         )
 
     def remove_signals(self) -> None:
@@ -140,8 +142,11 @@ class ResultsDirRunner:
 
     async def run(self, assignment: Assignment, *, resume: bool, hooks: RunHooks) -> Outcome:
         task_log = log.bind(task_id=assignment.task_id)
+        try:
+            files = ResultFiles.of(self._results_dir, assignment.task_id)
+        except PathOutsideDirectory as error:  # a symlink planted in the results dir
+            return Failed(f"refused to use the results dir: {error}")
         self._results_dir.mkdir(parents=True, exist_ok=True)
-        files = ResultFiles.of(self._results_dir, assignment.task_id)
         if not resume:
             files.remove_signals()  # left over from an earlier attempt at this task
         limit = TimeLimit.for_task(assignment, self._task_timeout)

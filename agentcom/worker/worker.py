@@ -5,6 +5,10 @@ going, the command starting or ending, a progress tick, a signal, a timer)
 becomes an event on one queue, and `Worker` handles them one at a time, so no
 two decisions interleave. The rules:
 
+- `task_assign` with a task id not of the hub's shape (`task-` and 16
+  lowercase hex digits, see `assignment`): `task_rejected` `invalid_task_id`,
+  before anything is written; one missing its generation: `task_rejected`
+  `malformed_assignment`.
 - `task_assign` while idle: record the task in the state file, then send
   `task_accepted`, then run it. While holding another task: `task_rejected`
   `busy`; while draining: `task_rejected` `shutdown`. For the task already
@@ -340,9 +344,10 @@ class Worker:
         try:
             assignment = Assignment.from_fields(frame)
         except MalformedAssignment as error:
-            log.error("task_assign_malformed", error=str(error))
+            # Refused before anything is written: no state record, no file.
+            log.error("task_assign_malformed", error=str(error), reason=error.reason)
             if isinstance(frame.get("task_id"), str):
-                await self._reject(frame["task_id"], "malformed_assignment")
+                await self._reject(frame["task_id"], error.reason)
             return
         task_id, held = assignment.task_id, self._held
         if held is not None and held.assignment.task_id == task_id:

@@ -20,7 +20,7 @@ from tests.waiting import wait_until
 def assignment(complete_by_ms: int | None = None) -> Assignment:
     return Assignment.from_fields(
         {
-            "task_id": "task-1",
+            "task_id": "task-0000000000000001",
             "description": 'it\'s "quoted" $HOME',
             "metadata": {"n": 1},
             "generation": 3,
@@ -61,11 +61,11 @@ def test_the_command_gets_the_task_in_its_environment_and_workdir(tmp_path: Path
     )
 
     assert outcome == Completed(
-        {"exit_code": 0, "stdout": f'task-1|it\'s "quoted" $HOME|3|{tmp_path}\n'}
+        {"exit_code": 0, "stdout": f'task-0000000000000001|it\'s "quoted" $HOME|3|{tmp_path}\n'}
     )
     task = json.loads((tmp_path / "task.json").read_text())
     assert task == {
-        "task_id": "task-1",
+        "task_id": "task-0000000000000001",
         "description": 'it\'s "quoted" $HOME',
         "metadata": {"n": 1},
         "generation": 3,

@@ -20,7 +20,7 @@ from agentcom.worker.sidecar import ResultsDirRunner, fill_wake_command
 NASTY = """it's "so" $(touch pwned) `touch pwned` $HOME \\ \\" ' ; rm -rf nothing\n2nd line"""
 
 
-def assignment(description: str = "do it", task_id: str = "task-1") -> Assignment:
+def assignment(description: str = "do it", task_id: str = "task-0000000000000001") -> Assignment:
     return Assignment.from_fields(
         {"task_id": task_id, "description": description, "metadata": {}, "generation": 1}
     )
@@ -44,8 +44,8 @@ def shell_words(command: str, cwd: Path) -> list[str]:
         ("'${TASK_DESCRIPTION}'", [NASTY]),
         ('"task: ${TASK_DESCRIPTION}!"', [f"task: {NASTY}!"]),
         ("'task: ${TASK_DESCRIPTION}!'", [f"task: {NASTY}!"]),
-        ("--id=${TASK_ID} x", ["--id=task-1", "x"]),
-        ("\\${TASK_ID} '\"${TASK_ID}\"'", ["${TASK_ID}", '"task-1"']),
+        ("--id=${TASK_ID} x", ["--id=task-0000000000000001", "x"]),
+        ("\\${TASK_ID} '\"${TASK_ID}\"'", ["${TASK_ID}", '"task-0000000000000001"']),
     ],
 )
 def test_values_are_quoted_for_where_they_stand(
@@ -98,7 +98,7 @@ def test_success_file_completes_and_the_signal_files_are_removed(tmp_path: Path)
 
     assert outcome == Completed({"status": "success", "tokens_used": 9}, 9)
     assert watch.started == 1
-    assert [path.name for path in watch.results_dir.iterdir()] == ["task-1.wake.log"]
+    assert [path.name for path in watch.results_dir.iterdir()] == ["task-0000000000000001.wake.log"]
 
 
 def test_other_status_fails_with_its_reason(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_a_broken_result_file_fails_once_it_stops_changing(
 def test_on_resume_a_result_written_meanwhile_is_taken_without_waking(tmp_path: Path) -> None:
     watch = Watch(tmp_path, "touch woken")
     watch.results_dir.mkdir()
-    (watch.results_dir / "task-1.json").write_text('{"status": "success", "n": 1}')
+    (watch.results_dir / "task-0000000000000001.json").write_text('{"status": "success", "n": 1}')
 
     assert watch.run(resume=True) == Completed({"status": "success", "n": 1})
     assert not (tmp_path / "woken").exists()
@@ -147,6 +147,25 @@ def test_on_resume_a_result_written_meanwhile_is_taken_without_waking(tmp_path: 
 def test_a_fresh_assignment_ignores_a_stale_result(tmp_path: Path) -> None:
     watch = Watch(tmp_path, write_result({"status": "success", "fresh": True}))
     watch.results_dir.mkdir()
-    (watch.results_dir / "task-1.json").write_text('{"status": "failed", "error": "old"}')
+    (watch.results_dir / "task-0000000000000001.json").write_text(
+        '{"status": "failed", "error": "old"}'
+    )
 
     assert watch.run() == Completed({"status": "success", "fresh": True})
+
+
+def test_a_signal_file_planted_as_a_symlink_out_of_the_results_dir_is_refused(
+    tmp_path: Path,
+) -> None:
+    watch = Watch(tmp_path, "touch woken", task_timeout=2)
+    watch.results_dir.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (watch.results_dir / "task-0000000000000001.started").symlink_to(victim)
+
+    outcome = watch.run()
+
+    assert isinstance(outcome, Failed)
+    assert outcome.error.startswith("refused to use the results dir")
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "woken").exists()

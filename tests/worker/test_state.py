@@ -15,7 +15,7 @@ from agentcom.worker.state import HeldTask, StateDirInUse, StateFile
 ASSIGNMENT = Assignment.from_fields(
     {
         "type": "task_assign",
-        "task_id": "task-1",
+        "task_id": "task-0000000000000001",
         "description": "do it",
         "metadata": {"repo": "x"},
         "generation": 2,
@@ -96,3 +96,15 @@ def test_a_second_worker_for_the_same_record_is_refused(tmp_path: Path) -> None:
 
     alice_again.unlock()
     bob.unlock()
+
+
+def test_a_record_whose_task_id_is_not_of_the_hubs_shape_is_moved_aside(tmp_path: Path) -> None:
+    state = StateFile(tmp_path, "alice")
+    state.save(HeldTask(ASSIGNMENT))
+    document = json.loads(state.path.read_text())
+    document["task"]["task_id"] = "../victim"
+    state.path.write_text(json.dumps(document))
+
+    assert state.load() is None
+    [kept] = tmp_path.iterdir()
+    assert kept.name.startswith("alice.task.json.unreadable-")

@@ -12,6 +12,9 @@ from agentcom.worker.process import group_is_alive
 from tests.worker.harness import HELD_COMMAND, Workers, runs, wait_for_runs
 from tests.worker.scripted_hub import ScriptedHub
 
+# Task ids of the hub's shape; the worker refuses any other.
+TASK_A, TASK_B, TASK_C = (f"task-{n:016x}" for n in (0xA, 0xB, 0xC))
+
 
 @pytest.fixture
 def scripted_hub() -> Iterator[ScriptedHub]:
@@ -19,7 +22,7 @@ def scripted_hub() -> Iterator[ScriptedHub]:
         yield hub
 
 
-def assign(task_id: str, generation: int = 1) -> dict[str, object]:
+def assign(task_id: object, generation: int = 1) -> dict[str, object]:
     return {
         "type": "task_assign",
         "task_id": task_id,
@@ -36,14 +39,14 @@ def test_second_assignment_while_busy_is_rejected_busy(
 ) -> None:
     workers.start(scripted_hub.ws_url, "token", exec=HELD_COMMAND)
     scripted_hub.expect("identify", agent_id="alice")
-    scripted_hub.send(assign("task-a"))
-    scripted_hub.expect("task_accepted", task_id="task-a")
+    scripted_hub.send(assign(TASK_A))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
 
-    scripted_hub.send(assign("task-b"))
-    scripted_hub.expect("task_rejected", task_id="task-b", reason="busy")
+    scripted_hub.send(assign(TASK_B))
+    scripted_hub.expect("task_rejected", task_id=TASK_B, reason="busy")
 
     (tmp_path / "release").touch()
-    scripted_hub.expect("task_complete", task_id="task-a", generation=1)
+    scripted_hub.expect("task_complete", task_id=TASK_A, generation=1)
     assert len(runs(tmp_path)) == 1
 
 
@@ -52,20 +55,20 @@ def test_refused_completion_is_dropped_not_retried(
 ) -> None:
     worker = workers.start(scripted_hub.ws_url, "token", exec="echo hi")
     scripted_hub.expect("identify")
-    scripted_hub.send(assign("task-a", generation=3))
-    scripted_hub.expect("task_accepted", task_id="task-a")
-    scripted_hub.expect("task_complete", task_id="task-a", generation=3)
+    scripted_hub.send(assign(TASK_A, generation=3))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
+    scripted_hub.expect("task_complete", task_id=TASK_A, generation=3)
 
     scripted_hub.send({"type": "error", "error": "task_complete_failed: stale_generation"})
-    worker.wait_for_event("task_forgotten", task_id="task-a", why="report_refused")
+    worker.wait_for_event("task_forgotten", task_id=TASK_A, why="report_refused")
     assert not (tmp_path / "state-alice" / "alice.task.json").exists()
     scripted_hub.drop_connection()
 
     # A new connection: no task_recovering, no second task_complete; the next
     # frame answers the next assignment.
     scripted_hub.expect("identify")
-    scripted_hub.send(assign("task-c"))
-    scripted_hub.expect("task_accepted", task_id="task-c")
+    scripted_hub.send(assign(TASK_C))
+    scripted_hub.expect("task_accepted", task_id=TASK_C)
 
 
 def test_task_offered_again_after_a_reconnect_keeps_running_under_the_new_generation(
@@ -73,19 +76,19 @@ def test_task_offered_again_after_a_reconnect_keeps_running_under_the_new_genera
 ) -> None:
     workers.start(scripted_hub.ws_url, "token", exec=HELD_COMMAND)
     scripted_hub.expect("identify")
-    scripted_hub.send(assign("task-a", generation=1))
-    scripted_hub.expect("task_accepted", task_id="task-a")
+    scripted_hub.send(assign(TASK_A, generation=1))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
     wait_for_runs(tmp_path, 1)
 
     scripted_hub.drop_connection()
     scripted_hub.expect("identify", status="working")
-    scripted_hub.expect("task_recovering", task_id="task-a")
-    scripted_hub.send(assign("task-a", generation=2))
-    scripted_hub.expect("task_accepted", task_id="task-a")
-    scripted_hub.send({"type": "task_continue", "task_id": "task-a", "generation": 2})
+    scripted_hub.expect("task_recovering", task_id=TASK_A)
+    scripted_hub.send(assign(TASK_A, generation=2))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
+    scripted_hub.send({"type": "task_continue", "task_id": TASK_A, "generation": 2})
     (tmp_path / "release").touch()
 
-    scripted_hub.expect("task_complete", task_id="task-a", generation=2)
+    scripted_hub.expect("task_complete", task_id=TASK_A, generation=2)
     assert len(runs(tmp_path)) == 1
 
 
@@ -94,18 +97,18 @@ def test_draining_worker_rejects_new_work_with_shutdown(
 ) -> None:
     worker = workers.start(scripted_hub.ws_url, "token", drain_timeout=10, exec=HELD_COMMAND)
     scripted_hub.expect("identify")
-    scripted_hub.send(assign("task-a"))
-    scripted_hub.expect("task_accepted", task_id="task-a")
+    scripted_hub.send(assign(TASK_A))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
     wait_for_runs(tmp_path, 1)
 
     worker.signal(signal.SIGTERM)
     worker.wait_for_event("shutdown_requested")
-    scripted_hub.send(assign("task-b"))
-    scripted_hub.expect("task_rejected", task_id="task-b", reason="shutdown")
+    scripted_hub.send(assign(TASK_B))
+    scripted_hub.expect("task_rejected", task_id=TASK_B, reason="shutdown")
 
     (tmp_path / "release").touch()
-    scripted_hub.expect("task_complete", task_id="task-a")
-    scripted_hub.send({"type": "task_ack", "task_id": "task-a", "status": "complete"})
+    scripted_hub.expect("task_complete", task_id=TASK_A)
+    scripted_hub.send({"type": "task_ack", "task_id": TASK_A, "status": "complete"})
     assert worker.wait_exit() == 0
 
 
@@ -114,19 +117,19 @@ def test_refused_report_is_repeated_when_the_task_was_offered_again_meanwhile(
 ) -> None:
     worker = workers.start(scripted_hub.ws_url, "token", exec="echo hi")
     scripted_hub.expect("identify")
-    scripted_hub.send(assign("task-a", generation=1))
-    scripted_hub.expect("task_accepted", task_id="task-a")
-    scripted_hub.expect("task_complete", task_id="task-a", generation=1)
+    scripted_hub.send(assign(TASK_A, generation=1))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
+    scripted_hub.expect("task_complete", task_id=TASK_A, generation=1)
 
     # The hub took the task back and offered it again before it read the report.
-    scripted_hub.send(assign("task-a", generation=2))
-    scripted_hub.expect("task_accepted", task_id="task-a")
+    scripted_hub.send(assign(TASK_A, generation=2))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
     scripted_hub.send({"type": "error", "error": "task_complete_failed: stale_generation"})
 
-    scripted_hub.expect("task_complete", task_id="task-a", generation=2)
-    scripted_hub.send({"type": "task_ack", "task_id": "task-a", "status": "complete"})
-    worker.wait_for_event("task_forgotten", task_id="task-a", why="report_acknowledged_complete")
-    assert worker.saw("command_started", task_id="task-a")
+    scripted_hub.expect("task_complete", task_id=TASK_A, generation=2)
+    scripted_hub.send({"type": "task_ack", "task_id": TASK_A, "status": "complete"})
+    worker.wait_for_event("task_forgotten", task_id=TASK_A, why="report_acknowledged_complete")
+    assert worker.saw("command_started", task_id=TASK_A)
     assert len([e for e in worker.events() if e["event"] == "command_started"]) == 1
 
 
@@ -135,12 +138,73 @@ def test_refused_acceptance_ends_the_command_and_forgets_the_task(
 ) -> None:
     worker = workers.start(scripted_hub.ws_url, "token", exec=HELD_COMMAND)
     scripted_hub.expect("identify")
-    scripted_hub.send(assign("task-a"))
-    scripted_hub.expect("task_accepted", task_id="task-a")
+    scripted_hub.send(assign(TASK_A))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
     [pgid] = wait_for_runs(tmp_path, 1)
 
     scripted_hub.send({"type": "error", "error": "task_accept_failed: not_assigned"})
 
-    worker.wait_for_event("task_forgotten", task_id="task-a", why="acceptance_refused")
+    worker.wait_for_event("task_forgotten", task_id=TASK_A, why="acceptance_refused")
     assert not group_is_alive(pgid)
     assert not (tmp_path / "state-alice" / "alice.task.json").exists()
+
+
+BAD_TASK_IDS = [
+    "../victim",
+    "task-0000000000000001/../../victim",
+    "task-../../../victim",
+    "task-000000000000000A",  # the hub's ids are lowercase
+    "task-000000000000001",  # one digit short
+    "task-00000000000000001",  # one digit long
+    "task-0000000000000001\n",
+    "victim",
+    "",
+]
+
+
+def files_outside(root: Path, *inside: Path) -> dict[str, tuple[int, bytes]]:
+    """Every path under root but those under `inside` and the worker logs, with mtime and bytes."""
+    return {
+        str(path.relative_to(root)): (
+            path.stat().st_mtime_ns,
+            path.read_bytes() if path.is_file() else b"",
+        )
+        for path in root.rglob("*")
+        if not path.name.startswith("worker-")
+        and not any(path == directory or directory in path.parents for directory in inside)
+    }
+
+
+def test_a_task_id_not_of_the_hubs_shape_is_rejected_and_touches_no_file(
+    scripted_hub: ScriptedHub, workers: Workers, tmp_path: Path
+) -> None:
+    results, state, work = tmp_path / "results", tmp_path / "state-alice", tmp_path / "work"
+    work.mkdir()
+    for victim in ("victim.json", "victim.started", "victim.wake.log"):
+        (tmp_path / victim).write_text("precious")
+    before = files_outside(tmp_path, results, state, work)
+    bad_ids = [*BAD_TASK_IDS, str(tmp_path / "victim")]
+    workers.start(
+        scripted_hub.ws_url,
+        "token",
+        workdir=str(work),
+        results_dir=str(results),
+        wake_command='echo "$AGENTCOM_TASK_ID" >> wakes.log; '
+        'echo \'{"status": "success"}\' > "$AGENTCOM_RESULTS_DIR/$AGENTCOM_TASK_ID.json"',
+    )
+    scripted_hub.expect("identify")
+
+    for bad_id in bad_ids:
+        scripted_hub.send(assign(bad_id))
+        scripted_hub.expect("task_rejected", task_id=bad_id, reason="invalid_task_id")
+    for not_a_string in (None, 42, ["../victim"]):
+        scripted_hub.send(assign(not_a_string))
+    # Nothing answered those: the next frame is about the next, valid, task.
+    scripted_hub.send(assign(TASK_A))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
+    scripted_hub.expect("task_complete", task_id=TASK_A)
+
+    assert files_outside(tmp_path, results, state, work) == before
+    assert (work / "wakes.log").read_text() == f"{TASK_A}\n"
+    assert sorted(path.name for path in results.iterdir()) == [f"{TASK_A}.wake.log"]
+    assert sorted(path.name for path in state.iterdir()) == ["alice.lock", "alice.task.json"]
