@@ -16,13 +16,15 @@ its process group; a timeout or a cancellation does. Nor is the group
 recorded for a restarted worker to end: an agent that outlived a crashed
 worker may still write its result, and the restarted worker takes it. The
 wake command's output goes to `RESULTS_DIR/TASK_ID.wake.log`, a file rather
-than a pipe that nobody would read once the task is over.
+than a pipe that nobody would read once the task is over; it is 0600, and the
+results dir 0700 if the worker creates it (see `files`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -34,7 +36,7 @@ from pathlib import Path
 import structlog
 
 from agentcom.worker.assignment import Assignment
-from agentcom.worker.files import PathOutsideDirectory, inside
+from agentcom.worker.files import PathOutsideDirectory, inside, open_private, private_directory
 from agentcom.worker.outcome import (
     TAIL_CHARS,
     Failed,
@@ -146,7 +148,7 @@ class ResultsDirRunner:
             files = ResultFiles.of(self._results_dir, assignment.task_id)
         except PathOutsideDirectory as error:  # a symlink planted in the results dir
             return Failed(f"refused to use the results dir: {error}")
-        self._results_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self._results_dir)
         if not resume:
             files.remove_signals()  # left over from an earlier attempt at this task
         limit = TimeLimit.for_task(assignment, self._task_timeout)
@@ -184,7 +186,7 @@ class ResultsDirRunner:
     def _wake(self, assignment: Assignment, files: ResultFiles) -> subprocess.Popen[bytes]:
         # Popen rather than an asyncio subprocess: the agent may outlive the task,
         # and an asyncio transport kills its process when it is garbage collected.
-        with open(files.wake_log, "ab") as output:
+        with open(open_private(files.wake_log, os.O_WRONLY | os.O_APPEND), "wb") as output:
             return subprocess.Popen(
                 fill_wake_command(self._wake_command, assignment),
                 shell=True,

@@ -6,7 +6,8 @@ outcome is known, so a finished task is reported even if the worker dies before
 it could say so; and removed once the hub has acknowledged the outcome or taken
 the task back. Each write is atomic (temporary file, fsync, rename, fsync of
 the directory): after a crash the file holds the old record or the new one,
-never a torn mix.
+never a torn mix. The directory, if the worker creates it, is 0700 and the
+record and the lock are 0600 (see `files`): the record holds the task.
 
 It also owns the lock that keeps a second worker for the same agent id off the
 same record: two processes recovering one task would run it twice.
@@ -26,6 +27,7 @@ from typing import Any
 import structlog
 
 from agentcom.worker.assignment import Assignment
+from agentcom.worker.files import open_private, private_directory
 from agentcom.worker.outcome import Outcome, from_record, to_record
 from agentcom.worker.process import CommandGroup
 
@@ -56,8 +58,8 @@ class StateFile:
 
     def lock(self) -> None:
         """Create the directory if needed and take the lock; raises StateDirInUse."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        private_directory(self.directory)
+        fd = open_private(self._lock_path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -106,7 +108,7 @@ class StateFile:
             "command_group": asdict(held.command_group) if held.command_group else None,
         }
         temporary = self.path.with_name(f"{self.path.name}.tmp")
-        with open(temporary, "w", encoding="utf-8") as file:
+        with open(open_private(temporary, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as file:
             json.dump(document, file)
             file.flush()
             os.fsync(file.fileno())

@@ -20,6 +20,14 @@ from tests.worker.harness import Hubs, Workers, runs
 
 
 @pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """umask 022, the usual default: what is not made private explicitly is world-readable."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
 def hubs(tmp_path: Path) -> Iterator[Hubs]:
     hubs = Hubs(tmp_path / "hub-data")
     yield hubs

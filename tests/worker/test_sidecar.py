@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,17 @@ def test_a_signal_file_planted_as_a_symlink_out_of_the_results_dir_is_refused(
     assert outcome.error.startswith("refused to use the results dir")
     assert victim.read_text() == "precious"
     assert not (tmp_path / "woken").exists()
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_results_dir_and_the_wake_log_the_worker_creates_are_owner_only(
+    tmp_path: Path,
+) -> None:
+    watch = Watch(tmp_path, "echo waking; " + write_result({"status": "success"}))
+
+    assert isinstance(watch.run(), Completed)
+
+    [wake_log] = watch.results_dir.iterdir()
+    assert wake_log.read_text() == "waking\n"
+    assert stat.S_IMODE(watch.results_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(wake_log.stat().st_mode) == 0o600

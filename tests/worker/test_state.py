@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,20 @@ def test_a_record_whose_task_id_is_not_of_the_hubs_shape_is_moved_aside(tmp_path
     assert state.load() is None
     [kept] = tmp_path.iterdir()
     assert kept.name.startswith("alice.task.json.unreadable-")
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_state_dir_and_its_files_are_owner_only(tmp_path: Path) -> None:
+    directory = tmp_path / "agentcom-worker-state"
+    state = StateFile(directory, "alice")
+    state.lock()
+    # What an earlier version left world-readable is rewritten owner-only.
+    for leftover in (state.path, state.path.with_name(f"{state.path.name}.tmp")):
+        leftover.write_text("{}")
+        leftover.chmod(0o644)
+    state.save(HeldTask(ASSIGNMENT))
+    state.unlock()
+
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()}
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert modes == {"alice.lock": 0o600, "alice.task.json": 0o600}
