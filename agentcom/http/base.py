@@ -1,22 +1,27 @@
 """What every HTTP handler shares: the actors it talks to, auth, JSON in and out.
 
 Errors are JSON objects (``{"error": ...}``) with the right status; no handler
-writes a stack trace. Bodies are checked against a ``validation`` shape before
-anything reaches an actor.
+writes a stack trace. Bodies are decoded strictly (``json_input``) and checked
+against a ``validation`` shape before anything reaches an actor.
+
+Bodies are streamed (``stream_request_body``) so that the token is checked
+before any of a body is read: a caller without a valid token is answered 401
+and disconnected, and makes the hub hold nothing. A valid caller's body is
+kept up to 1 MiB; the rest is read and dropped, and the reply is 413.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 import tornado.web
 
-from agentcom import compact_json
+from agentcom import compact_json, json_input
 from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
@@ -40,11 +45,27 @@ class HttpError(Exception):
         self.status, self.error, self.extra = status, error, extra
 
 
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        self._body = bytearray()
+        self._body_too_large = False
+
+    async def prepare(self) -> None:
+        headers = self.request.headers
+        if headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers:
+            await self.authenticate()
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._body_too_large or len(self._body) + len(chunk) > MAX_MESSAGE_BYTES:
+            self._body_too_large = True
+            self._body.clear()
+        else:
+            self._body += chunk
+        return None
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -80,12 +101,12 @@ class BaseHandler(tornado.web.RequestHandler):
         return info
 
     def json_body(self, shape: tuple[Field, ...]) -> Mapping[str, Any]:
-        if len(self.request.body) > MAX_MESSAGE_BYTES:
+        if self._body_too_large:
             raise HttpError(413, "body_too_large", limit_bytes=MAX_MESSAGE_BYTES)
         try:
-            body = json.loads(self.request.body or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise HttpError(400, "invalid_json") from None
+            body = json_input.loads(bytes(self._body) or b"null")
+        except json_input.JsonRefused as refused:
+            raise HttpError(400, str(refused)) from None
         try:
             return check(shape, body)
         except Invalid as invalid:
@@ -93,5 +114,5 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise HttpError(404, "not_found")
