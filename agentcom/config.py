@@ -1,7 +1,7 @@
 """Hub settings: one frozen dataclass, filled from flags, then env vars, then defaults.
 
-Every timing setting is both a flag and an ``AGENTCOM_*`` env var so that tests
-and operators shorten timers without touching code.
+Every timing and limit is both a flag and an ``AGENTCOM_*`` env var so that
+tests and operators shorten timers without touching code.
 """
 
 from __future__ import annotations
@@ -25,8 +25,18 @@ class HubConfig:
     stuck_threshold_ms: int = 300_000
     sweep_interval_ms: int = 30_000
     ping_timeout_ms: int = 60_000
+    identify_timeout_ms: int = 10_000
+    http_timeout_ms: int = 60_000
+    max_connections_per_ip: int = 256
+    allowed_origins: tuple[str, ...] = ()
+    certfile: Path | None = None
+    keyfile: Path | None = None
     log_level: str = "info"
     log_format: str = "console"
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
 
 
 _ENV_PREFIX = "AGENTCOM_"
@@ -36,7 +46,14 @@ _TIMING_HELP = {
     "stuck_threshold_ms": "an assigned task with no progress for this long goes back to the queue",
     "sweep_interval_ms": "how often stuck and overdue tasks are swept",
     "ping_timeout_ms": "a connection silent for this long is closed and treated as dead",
+    "identify_timeout_ms": "a socket that has not identified within this is closed",
+    "http_timeout_ms": "an HTTP connection idle, or slow to send its headers or body, is closed",
 }
+_PATHS = ("data_dir", "certfile", "keyfile")
+
+
+def _env_name(name: str) -> str:
+    return _ENV_PREFIX + name.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             "--" + name.replace("_", "-"),
             type=int,
-            help=f"{text} (default {getattr(defaults, name)}, env {_ENV_PREFIX}{name.upper()})",
+            help=f"{text} (default {getattr(defaults, name)}, env {_env_name(name)})",
         )
+    parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        help="open connections one client address may hold; 0 for no cap "
+        f"(default {defaults.max_connections_per_ip}, env AGENTCOM_MAX_CONNECTIONS_PER_IP)",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin (scheme://host[:port]) that may open /ws besides the hub's own; "
+        "repeat for more (env AGENTCOM_ALLOWED_ORIGINS, comma-separated)",
+    )
+    parser.add_argument(
+        "--certfile", type=Path, help="serve HTTPS and WSS with this PEM certificate chain"
+    )
+    parser.add_argument("--keyfile", type=Path, help="the private key of --certfile (PEM)")
     for name, choices in _CHOICES.items():
         parser.add_argument("--" + name.replace("_", "-"), choices=choices)
     return parser
@@ -70,29 +105,32 @@ def config_from_args(argv: Sequence[str], environ: Mapping[str, str] = os.enviro
     values: dict[str, object] = {}
     for item in fields(HubConfig):
         flag_value = args.get(item.name)
-        env_value = environ.get(_ENV_PREFIX + item.name.upper())
+        env_value = environ.get(_env_name(item.name))
         if flag_value is not None:
-            values[item.name] = flag_value
+            values[item.name] = tuple(flag_value) if isinstance(flag_value, list) else flag_value
         elif env_value is not None:
             values[item.name] = _parse_env(parser, item.name, env_value)
     config = HubConfig(**values)  # type: ignore[arg-type]
     for name in _TIMING_HELP:
         if getattr(config, name) <= 0:
             parser.error(f"{name} must be a positive number of milliseconds")
+    if config.max_connections_per_ip < 0:
+        parser.error("max_connections_per_ip must be 0 (no cap) or more")
+    if (config.certfile is None) != (config.keyfile is None):
+        parser.error("--certfile and --keyfile go together")
     return config
 
 
 def _parse_env(parser: argparse.ArgumentParser, name: str, raw: str) -> object:
-    default = getattr(HubConfig(), name)
-    if isinstance(default, int):
+    if name in _PATHS:
+        return Path(raw)
+    if name == "allowed_origins":
+        return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+    if isinstance(getattr(HubConfig(), name), int):
         try:
             return int(raw)
         except ValueError:
-            parser.error(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not an integer")
-    if isinstance(default, Path):
-        return Path(raw)
+            parser.error(f"{_env_name(name)}={raw!r} is not an integer")
     if name in _CHOICES and raw not in _CHOICES[name]:
-        parser.error(
-            f"{_ENV_PREFIX}{name.upper()}={raw!r}: choose from {', '.join(_CHOICES[name])}"
-        )
+        parser.error(f"{_env_name(name)}={raw!r}: choose from {', '.join(_CHOICES[name])}")
     return raw

@@ -20,8 +20,7 @@ from typing import Any
 
 import pykka
 import structlog
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from agentcom.actors.presence import Presence
@@ -30,10 +29,11 @@ from agentcom.actors.scheduler import Scheduler, SchedulerTiming
 from agentcom.actors.task_queue import TaskQueue
 from agentcom.actors.token_registry import TokenRegistry
 from agentcom.config import HubConfig, config_from_args
-from agentcom.http.app import TRANSPORT_BODY_LIMIT, make_app
+from agentcom.http.app import make_app
 from agentcom.http.auth import TokenCheck
 from agentcom.http.base import Services
 from agentcom.http.bridge import stop_actor
+from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
 from agentcom.timers import Timers
@@ -41,6 +41,9 @@ from agentcom.timers import Timers
 log = structlog.get_logger(__name__)
 
 ACTOR_TIMEOUT_S = 10.0
+# How often the loop looks for tokens revoked by the ``token`` CLI, to close
+# their sockets: a read of an in-memory counter, so it can be frequent.
+TOKEN_WATCH_INTERVAL_MS = 250
 
 
 class Hub:
@@ -81,31 +84,36 @@ class Hub:
             ref.proxy().actor_urn.get(timeout=ACTOR_TIMEOUT_S)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
-        self.token_check = TokenCheck(self.tokens, config.data_dir)
+        self.sockets = SocketRegistry(
+            config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
+        )
+        self.token_check = TokenCheck(self.tokens, config.data_dir, self.sockets.close_revoked)
         services = Services(
             self.task_queue, self.presence_ref.proxy(), self.tokens, self.token_check
         )
-        self.sockets = SocketRegistry(config.ping_timeout_ms)
-        self.server = HTTPServer(
-            make_app(services, self.sockets), max_body_size=TRANSPORT_BODY_LIMIT
-        )
+        self.server = HubHTTPServer(make_app(services, self.sockets), config)
         listeners = bind_sockets(config.port, config.host)
         self.server.add_sockets(listeners)
         self.port = listeners[0].getsockname()[1]
         self.sockets.start()
+        self.token_watch = PeriodicCallback(self.token_check.refresh, TOKEN_WATCH_INTERVAL_MS)
+        self.token_watch.start()
         log.info("hub_started", url=self.http_url, data_dir=str(config.data_dir))
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}/ws"
+        scheme = "wss" if self.config.tls else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}/ws"
 
     async def stop(self) -> None:
         """Stop accepting, stop actors in reverse, close the store; call on the IOLoop."""
         self.server.stop()
+        self.token_watch.stop()
         await stop_actor(self.scheduler_ref)
         await stop_actor(self.task_queue_ref)
         self.sockets.close_all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tornado.web
 
-from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.admin import TokenHandler, TokensHandler
 from agentcom.http.agents import AgentsHandler, AgentStateHandler, AgentStatesHandler, HealthHandler
 from agentcom.http.base import NotFoundHandler, Services
@@ -16,11 +15,6 @@ from agentcom.http.tasks import (
     TaskStatsHandler,
 )
 from agentcom.http.websocket import AgentSocket, SocketRegistry
-
-# Up to this size a body or frame is read, so the hub can answer "too large" in
-# JSON and keep the connection; past it Tornado itself drops the connection
-# (for a WebSocket with close code 1009), rather than buffer without bound.
-TRANSPORT_BODY_LIMIT = 64 * MAX_MESSAGE_BYTES
 
 
 def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Application:
@@ -43,5 +37,4 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=handler_args,
-        websocket_max_message_size=TRANSPORT_BODY_LIMIT,
     )

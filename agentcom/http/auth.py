@@ -8,10 +8,16 @@ token was created or revoked since, by the hub or by the ``token`` CLI in
 another process, the counter has moved and the loop asks the registry for a
 fresh snapshot, so a change counts from the very next request. Asking the
 registry on every request cost more than a third of the hub's throughput.
+
+Open sockets were checked once, at ``identify``. So that a revocation ends
+them too, the hub also calls ``refresh`` on a short timer and after its own
+revocations, and every new snapshot goes to ``on_change``, which closes the
+sockets whose token is gone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +26,37 @@ import pykka
 from agentcom.http.bridge import reply
 from agentcom.store import TokenInfo, TokenStore, hash_token, open_tokens_db
 
+TokenSnapshot = Mapping[str, TokenInfo]
+"""Every valid token, by its hash."""
+
 
 class TokenCheck:
-    def __init__(self, tokens: pykka.ActorProxy[Any], data_dir: Path) -> None:
+    def __init__(
+        self,
+        tokens: pykka.ActorProxy[Any],
+        data_dir: Path,
+        on_change: Callable[[TokenSnapshot], None] = lambda snapshot: None,
+    ) -> None:
         self._tokens = tokens
         self._watch = TokenStore(open_tokens_db(data_dir))
+        self._on_change = on_change
         self._snapshot: dict[str, TokenInfo] = {}
         self._version: int | None = None
 
     async def verify(self, token: str) -> TokenInfo | None:
-        version = self._watch.data_version()
-        if version != self._version:
-            # Read before asking: a change that lands meanwhile moves the
-            # counter again, and the next check refreshes again.
-            self._snapshot = await reply(self._tokens.snapshot())
-            self._version = version
+        await self.refresh()
         return self._snapshot.get(hash_token(token))
+
+    async def refresh(self) -> None:
+        """Take a new snapshot if the token file changed since the last one."""
+        version = self._watch.data_version()
+        if version == self._version:
+            return
+        # Read before asking: a change that lands meanwhile moves the
+        # counter again, and the next check refreshes again.
+        self._snapshot = await reply(self._tokens.snapshot())
+        self._version = version
+        self._on_change(self._snapshot)
 
     def close(self) -> None:
         self._watch.close()

@@ -1,11 +1,18 @@
 """``/ws``: the agent's socket. Checks each frame, then hands it to the agent's FSM.
 
-A frame that is not valid JSON, lacks a field, has a wrong type, names an
-unknown type or exceeds 1 MiB gets an error frame naming the problem and
-changes nothing. Until ``identify`` succeeds, nothing else is accepted. After
-it, lifecycle messages are told to the AgentFSM, which answers through the
-``Connection``; the handler itself answers only ``ping``, ``status`` and
-``list_agents``. ``SocketRegistry`` pings every socket and closes the silent.
+A frame that is not valid JSON (``json_input``: strict, bounded), lacks a
+field, has a wrong type, names an unknown type or exceeds 1 MiB gets an error
+frame naming the problem and changes nothing. Until ``identify`` succeeds,
+nothing else is accepted. After it, lifecycle messages are told to the
+AgentFSM, which answers through the ``Connection``; the handler itself answers
+only ``ping``, ``status`` and ``list_agents``.
+
+What a stranger can make the hub hold is bounded: the handshake is refused
+for a browser page of another origin; until the socket identifies, Tornado
+reads no frame over ``UNIDENTIFIED_FRAME_BYTES``, and the socket is closed
+if it has not identified within ``--identify-timeout-ms``. ``SocketRegistry``
+pings every socket, closes the silent, and closes the sockets whose token
+was revoked.
 """
 
 from __future__ import annotations
@@ -13,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import pykka
 import structlog
 import tornado.websocket
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 
-from agentcom import compact_json
+from agentcom import compact_json, json_input
 from agentcom.actors.presence import Identity
 from agentcom.clock import now_ms
 from agentcom.config import MAX_MESSAGE_BYTES
+from agentcom.http.auth import TokenSnapshot
 from agentcom.http.base import Services
 from agentcom.http.bridge import Connection, reply
 from agentcom.messages import (
@@ -34,19 +44,36 @@ from agentcom.messages import (
     AgentRejected,
     AgentReportedProgress,
 )
-from agentcom.store import TokenInfo
+from agentcom.store import TokenInfo, hash_token
 from agentcom.validation import FRAMES, Invalid, capability_names, check
 
 log = structlog.get_logger(__name__)
 
-CLOSE_CODES = {"replaced": 4000, "shutdown": 1001, "internal_error": 1011}
+CLOSE_CODES = {
+    "replaced": 4000,
+    "revoked": 4001,
+    "identify_timeout": 4002,
+    "shutdown": 1001,
+    "internal_error": 1011,
+}
+
+UNIDENTIFIED_FRAME_BYTES = 16 * 1024
+"""Largest frame read before ``identify`` succeeds: an identify frame is far smaller."""
+IDENTIFIED_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES
+"""Largest frame read from an identified agent. Frames between 1 MiB and this get
+``frame_too_large`` and the connection stays; past it Tornado closes with 1009
+without reading the frame."""
 
 
 class SocketRegistry:
-    """Every open agent socket, for pings and for closing them all at shutdown."""
+    """Every open agent socket: pings, identify deadlines, revocations, shutdown."""
 
-    def __init__(self, ping_timeout_ms: int) -> None:
+    def __init__(
+        self, ping_timeout_ms: int, identify_timeout_ms: int, allowed_origins: Sequence[str] = ()
+    ) -> None:
         self.sockets: set[AgentSocket] = set()
+        self.identify_timeout_s = identify_timeout_ms / 1000
+        self.allowed_origins = frozenset(allowed_origins)
         self._timeout_s = ping_timeout_ms / 1000
         self._pinger = PeriodicCallback(self._ping_all, ping_timeout_ms / 3)
 
@@ -57,6 +84,13 @@ class SocketRegistry:
         self._pinger.stop()
         for socket in list(self.sockets):
             socket.close_for("shutdown")
+
+    def close_revoked(self, valid_tokens: TokenSnapshot) -> None:
+        """Close every identified socket whose token is no longer valid."""
+        for socket in list(self.sockets):
+            if socket.token_hash is not None and socket.token_hash not in valid_tokens:
+                log.info("agent_token_revoked", agent_id=socket.agent_id)
+                socket.close_for("revoked")
 
     def _ping_all(self) -> None:
         now = time.monotonic()
@@ -78,7 +112,9 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         self.agent_id: str | None = None
         self.connection: Connection | None = None
         self.fsm_ref: pykka.ActorRef[Any] | None = None
+        self.token_hash: str | None = None
         self.last_heard = time.monotonic()
+        self._identify_deadline: object | None = None
 
     async def get(self, *args: str, **kwargs: str) -> None:
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
@@ -87,10 +123,31 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"error": "websocket_upgrade_required"}))
             return
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            # Tornado's own refusal is plain text; every reply here is JSON.
+            log.warning("websocket_origin_refused", origin=origin)
+            self.set_status(403)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": "origin_not_allowed"}))
+            return
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
-        return True  # agents are programs, not browser pages; the token is the check
+        """Programs send no Origin and are served; a browser page only from here or allowed.
+
+        Without this, any web page a developer opens could talk to a hub on
+        their localhost (with a token it found, or to probe it).
+        """
+        if origin in self.registry.allowed_origins:
+            return True
+        # Same origin: the page's host:port is the one it asks (Tornado < 6.6 did
+        # this in check_origin, later versions before it; doing it here holds for both).
+        return urlsplit(origin).netloc.lower() == self.request.headers.get("Host", "").lower()
+
+    @property
+    def max_message_size(self) -> int:
+        return UNIDENTIFIED_FRAME_BYTES  # raised for this socket once it identifies
 
     def open(self, *args: str, **kwargs: str) -> None:
         # Frames are small and often come in pairs (two acks, an ack and an
@@ -98,6 +155,20 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         # ACK, ~40 ms, which was most of a task's round trip.
         self.set_nodelay(True)
         self.registry.sockets.add(self)
+        self._identify_deadline = IOLoop.current().call_later(
+            self.registry.identify_timeout_s, self._identify_overdue
+        )
+
+    def _identify_overdue(self) -> None:
+        self._identify_deadline = None
+        if self.fsm_ref is None:
+            log.info("agent_identify_timeout")
+            self.close_for("identify_timeout")
+
+    def _cancel_identify_deadline(self) -> None:
+        if self._identify_deadline is not None:
+            IOLoop.current().remove_timeout(self._identify_deadline)
+            self._identify_deadline = None
 
     def on_pong(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
@@ -106,6 +177,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         self.last_heard = time.monotonic()
 
     def on_close(self) -> None:
+        self._cancel_identify_deadline()
         self.registry.sockets.discard(self)
         if self.connection is not None:
             self.connection.close("disconnected")
@@ -140,9 +212,9 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             self._error("frame_too_large", f"frames are limited to {MAX_MESSAGE_BYTES} bytes")
             return
         try:
-            frame = json.loads(message)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self._error("invalid_json")
+            frame = json_input.loads(message)
+        except json_input.JsonRefused as refused:
+            self._error(str(refused))
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             self._error("invalid_message", "expected a JSON object with a string type")
@@ -191,8 +263,13 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             capability_names=capability_names(capabilities),
         )
         self.agent_id = identity.agent_id
+        self.token_hash = hash_token(frame["token"])
         self.connection = Connection(self, asyncio.get_running_loop())
         self.fsm_ref = await reply(self.services.presence.connect(identity, self.connection))
+        self._cancel_identify_deadline()
+        if self.ws_connection is not None:
+            # Tornado reads the limit from the protocol's params for each frame.
+            self.ws_connection.params.max_message_size = IDENTIFIED_FRAME_BYTES  # type: ignore[attr-defined]
         log.info("agent_identified", agent_id=self.agent_id)
 
     async def _identified_message(self, kind: str, frame: dict[str, Any]) -> None:

@@ -26,9 +26,9 @@ AS_SUBMITTER = object()
 class LiveHub:
     """One running hub with a submitter token, an admin token and agent connections."""
 
-    def __init__(self, data_dir: Path, clients: ClientLoop, **timing: int) -> None:
+    def __init__(self, data_dir: Path, clients: ClientLoop, **settings: Any) -> None:
         config = HubConfig(
-            host="127.0.0.1", port=0, data_dir=data_dir, **{**QUIET_TIMING, **timing}
+            host="127.0.0.1", port=0, data_dir=data_dir, **{**QUIET_TIMING, **settings}
         )
         self.thread = HubThread(config)
         self.thread.start()
@@ -88,11 +88,11 @@ def clients() -> Iterator[ClientLoop]:
 
 @pytest.fixture
 def make_hub(tmp_path: Path, clients: ClientLoop) -> Iterator[Any]:
-    """``make_hub(acceptance_timeout_ms=300, ...)``: a hub with shortened timers."""
+    """``make_hub(acceptance_timeout_ms=300, ...)``: a hub with other settings (HubConfig)."""
     hubs: list[LiveHub] = []
 
-    def make(**timing: int) -> LiveHub:
-        hub = LiveHub(tmp_path / f"hub{len(hubs)}", clients, **timing)
+    def make(**settings: Any) -> LiveHub:
+        hub = LiveHub(tmp_path / f"hub{len(hubs)}", clients, **settings)
         hubs.append(hub)
         return hub
 

@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import struct
@@ -279,13 +280,19 @@ class SilentSocket:
 
 # --- a hub subprocess ------------------------------------------------------------------
 
-_LISTENING = re.compile(r"listening on (http://\S+):(\d+) \(agents: (ws://\S+)\)")
+_LISTENING = re.compile(r"listening on (https?://\S+):(\d+) \(agents: (wss?://\S+)\)")
 
 
 class HubProcess:
     """``python -m agentcom.hub`` on a free port; logs go to a file next to the data dir."""
 
-    def __init__(self, data_dir: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        max_open_files: int | None = None,
+    ) -> None:
         """Host, port and data dir come from flags, or from ``env`` when it is given."""
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}-hub-{time.monotonic_ns()}.log"
@@ -297,6 +304,7 @@ class HubProcess:
             stderr=self._log,
             text=True,
             env=None if env is None else {**os.environ, **env},
+            preexec_fn=None if max_open_files is None else _limit_open_files(max_open_files),
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -339,6 +347,19 @@ class HubProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self._log.close()
+
+
+def _limit_open_files(limit: int) -> Any:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set size (VmHWM), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1])  # type: ignore[index]
 
 
 def token_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
