@@ -9,5 +9,7 @@ without completing a task twice.
 Modules: `config` (settings), `connection` (WebSocket, identify, backoff),
 `worker` (the decisions), `state` (the crash-safe record), `runner` and
 `sidecar` (the two ways to run a task), `process` (process groups),
-`assignment` and `outcome` (the task in and the result out).
+`environment` (what a command inherits: an allow-list, never the token),
+`files` (owner-only files, kept inside their directory), `assignment` and
+`outcome` (the task in and the result out).
 """

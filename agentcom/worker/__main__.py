@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import structlog
 
 from agentcom.logs import configure_logging
-from agentcom.worker.config import ConfigError, WorkerConfig, load_config
+from agentcom.worker.config import ENV_PREFIX, ConfigError, WorkerConfig, load_config
 from agentcom.worker.runner import ExecRunner, Runner
 from agentcom.worker.sidecar import ResultsDirRunner
 from agentcom.worker.state import StateDirInUse, StateFile
@@ -20,6 +20,7 @@ log = structlog.get_logger(__name__)
 
 EXIT_BAD_SETTINGS = 2
 EXIT_STATE_DIR_IN_USE = 4
+TOKEN_ENV_VAR = f"{ENV_PREFIX}TOKEN"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"python -m agentcom.worker: error: {error}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    # The token is in the config now. Out of os.environ it is out of reach of
+    # anything that copies the environment; commands never get it either way
+    # (see environment.py).
+    os.environ.pop(TOKEN_ENV_VAR, None)
     configure_logging(config.log_level, config.log_format)
     # The hub's logging set-up, plus context variables: the agent id is bound
     # once for the whole process, so every module's events carry it.
@@ -59,10 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_runner(config: WorkerConfig) -> Runner:
     if config.exec_command is not None:
-        return ExecRunner(config.exec_command, config.workdir, config.task_timeout)
+        return ExecRunner(config.exec_command, config.workdir, config.task_timeout, config.pass_env)
     assert config.wake_command is not None and config.results_dir is not None
     return ResultsDirRunner(
-        config.wake_command, config.results_dir, config.workdir, config.task_timeout
+        config.wake_command,
+        config.results_dir,
+        config.workdir,
+        config.task_timeout,
+        config.pass_env,
     )
 
 

@@ -16,16 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENV_PREFIX = "AGENTCOM_WORKER_"
+from agentcom.worker.environment import PASSED_ENV, PASSED_ENV_PREFIX, WORKER_ENV_PREFIX
+
+ENV_PREFIX = WORKER_ENV_PREFIX
 CONFIG_ENV_VAR = f"{ENV_PREFIX}CONFIG"
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(Exception):
@@ -39,6 +43,7 @@ class WorkerConfig:
     token: str = field(repr=False)  # never printed, never logged
     name: str
     capabilities: tuple[str, ...]
+    pass_env: tuple[str, ...]  # passed to commands besides runner.PASSED_ENV
     exec_command: str | None
     wake_command: str | None
     results_dir: Path | None
@@ -90,6 +95,24 @@ def _capabilities(value: object) -> tuple[str, ...]:
     return tuple(name.strip() for name in items if isinstance(name, str) and name.strip())
 
 
+def _env_names(value: object) -> tuple[str, ...]:
+    """Names from a comma-separated string or a list (a repeated flag gives a list)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"expected variable names as a comma-separated string, got {value!r}")
+    names = [name.strip() for item in value for name in item.split(",") if name.strip()]
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"expected environment variable names, got {name!r}")
+        if name.upper().startswith(ENV_PREFIX):
+            raise ValueError(
+                f"{name} is a setting of the worker itself and is never passed to a task "
+                f"(the {ENV_PREFIX}* variables hold the token)"
+            )
+    return tuple(dict.fromkeys(names))
+
+
 def _path(value: object) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -115,6 +138,7 @@ class _Option:
     default: object = None
     required: bool = False
     is_path: bool = False  # relative paths in a config file are relative to that file
+    action: str = "store"  # "append": a repeatable flag, whose values come as a list
 
     @property
     def key(self) -> str:
@@ -161,6 +185,18 @@ OPTIONS: tuple[_Option, ...] = (
         "comma-separated capabilities this agent offers, e.g. code,python (default: none)",
         "LIST",
         default=(),
+    ),
+    _Option(
+        "--pass-env",
+        "pass_env",
+        _env_names,
+        "also pass the worker's variable NAME on to task commands; repeatable, or "
+        "comma-separated (a list in the config file). Commands get only "
+        f"{', '.join(PASSED_ENV)}, {PASSED_ENV_PREFIX}*, the task's variables and these; "
+        f"an {ENV_PREFIX}* name is refused: those hold the token (default: none)",
+        "NAME",
+        default=(),
+        action="append",
     ),
     _Option(
         "--exec",
@@ -319,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=option.dest,
             metavar=option.metavar,
             default=argparse.SUPPRESS,
+            action=option.action,
             help=f"{option.help}; env {option.env_var}",
         )
     return parser

@@ -8,14 +8,14 @@ worker cancels it (the task was reassigned, or the drain timeout ran out) it
 ends the group the same way before the cancellation goes on.
 
 `ExecRunner` runs `--exec` once per task through the shell, with the task in
-environment variables, and judges it by exit status and output.
+environment variables (and only the allowed part of the worker's own, see
+`environment`), and judges it by exit status and output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from agentcom.worker.assignment import Assignment
+from agentcom.worker.environment import command_environment
 from agentcom.worker.outcome import Failed, Outcome, failed_with_stderr, outcome_of_exit
 from agentcom.worker.process import OutputTail, end_process_group
 
@@ -89,15 +90,18 @@ class TimeLimit:
         )
 
 
-def command_environment(assignment: Assignment, **extra: str) -> dict[str, str]:
-    return {**os.environ, **assignment.environment(), **extra}
-
-
 class ExecRunner:
-    def __init__(self, command: str, workdir: Path, task_timeout: float | None) -> None:
+    def __init__(
+        self,
+        command: str,
+        workdir: Path,
+        task_timeout: float | None,
+        pass_env: tuple[str, ...] = (),
+    ) -> None:
         self._command = command
         self._workdir = workdir
         self._task_timeout = task_timeout
+        self._pass_env = pass_env
 
     async def run(self, assignment: Assignment, *, resume: bool, hooks: RunHooks) -> Outcome:
         # A command leaves nothing to resume from, so `resume` changes nothing here.
@@ -112,7 +116,7 @@ class ExecRunner:
                 GATED_SHELL,
                 self._command,
                 cwd=self._workdir,
-                env=command_environment(assignment),
+                env=command_environment(self._pass_env, assignment.environment()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

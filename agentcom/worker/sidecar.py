@@ -36,6 +36,7 @@ from pathlib import Path
 import structlog
 
 from agentcom.worker.assignment import Assignment
+from agentcom.worker.environment import command_environment
 from agentcom.worker.files import PathOutsideDirectory, inside, open_private, private_directory
 from agentcom.worker.outcome import (
     TAIL_CHARS,
@@ -46,7 +47,7 @@ from agentcom.worker.outcome import (
     outcome_of_result_document,
 )
 from agentcom.worker.process import end_process_group
-from agentcom.worker.runner import RunHooks, TimeLimit, command_environment
+from agentcom.worker.runner import RunHooks, TimeLimit
 
 log = structlog.get_logger(__name__)
 
@@ -135,12 +136,18 @@ class ResultFiles:
 
 class ResultsDirRunner:
     def __init__(
-        self, wake_command: str, results_dir: Path, workdir: Path, task_timeout: float | None
+        self,
+        wake_command: str,
+        results_dir: Path,
+        workdir: Path,
+        task_timeout: float | None,
+        pass_env: tuple[str, ...] = (),
     ) -> None:
         self._wake_command = wake_command
         self._results_dir = results_dir
         self._workdir = workdir
         self._task_timeout = task_timeout
+        self._pass_env = pass_env
 
     async def run(self, assignment: Assignment, *, resume: bool, hooks: RunHooks) -> Outcome:
         task_log = log.bind(task_id=assignment.task_id)
@@ -192,7 +199,11 @@ class ResultsDirRunner:
                 shell=True,
                 cwd=self._workdir,
                 env=command_environment(
-                    assignment, AGENTCOM_RESULTS_DIR=str(self._results_dir.resolve())
+                    self._pass_env,
+                    {
+                        **assignment.environment(),
+                        "AGENTCOM_RESULTS_DIR": str(self._results_dir.resolve()),
+                    },
                 ),
                 stdin=subprocess.DEVNULL,
                 stdout=output,

@@ -99,9 +99,11 @@ def connected_agents(hub: HubThread) -> list[str]:
 class WorkerProcess:
     """One `python -m agentcom.worker` process and its JSON log."""
 
-    def __init__(self, args: list[str], log_path: Path, cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, cwd: Path, environ: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        env = {**os.environ, **(environ or {}), "PYTHONPATH": str(REPO_ROOT)}
         with open(log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agentcom.worker", *args],
@@ -150,12 +152,19 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def start(
-        self, hub_url: str, token: str, agent_id: str = "alice", **flags: str | float
+        self,
+        hub_url: str,
+        token: str | None,
+        agent_id: str = "alice",
+        *,
+        environ: dict[str, str] | None = None,
+        **flags: str | float,
     ) -> WorkerProcess:
+        """token None: no --token flag, as when the token is in `environ`."""
         settings: dict[str, str | float] = {
             "hub": hub_url,
             "agent_id": agent_id,
-            "token": token,
+            **({"token": token} if token is not None else {}),
             "state_dir": str(self.root / f"state-{agent_id}"),
             "workdir": str(self.root),
             "progress_interval": 0.2,
@@ -166,6 +175,6 @@ class Workers:
         }
         args = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
         log_path = self.root / f"worker-{len(self.started) + 1}-{agent_id}.log"
-        worker = WorkerProcess(args, log_path, cwd=self.root)
+        worker = WorkerProcess(args, log_path, cwd=self.root, environ=environ)
         self.started.append(worker)
         return worker

@@ -13,6 +13,7 @@ import asyncio
 import json
 import queue
 import threading
+import time
 from typing import Any
 
 import tornado.httpserver
@@ -67,8 +68,12 @@ class ScriptedHub:
 
     def expect(self, frame_type: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
         """The worker's next scripted frame, which must be of this type and have these fields."""
+        deadline = time.monotonic() + timeout  # for all of them: progress may never stop
         while True:
-            frame = self.received.get(timeout=timeout)
+            try:
+                frame = self.received.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {frame_type} frame after {timeout}s") from None
             if frame["type"] not in UNSCRIPTED:
                 break
         assert frame["type"] == frame_type, frame

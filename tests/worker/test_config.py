@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agentcom.worker.config import OPTIONS, ConfigError, build_parser, load_config
+from tests.worker.harness import REPO_ROOT
 
 REQUIRED = ["--hub", "ws://hub:4000/ws", "--agent-id", "alice", "--token", "t0k3n"]
 
@@ -132,3 +136,58 @@ def test_help_explains_every_option_and_its_env_var(capsys: pytest.CaptureFixtur
         assert option.flag in text
         assert option.env_var in text
     assert "--config FILE" in text
+
+
+def test_pass_env_names_come_repeated_or_as_a_list(tmp_path: Path) -> None:
+    config_file = tmp_path / "worker.toml"
+    config_file.write_text('exec = "true"\npass_env = ["FROM_FILE", "OTHER"]\n')
+    flags = ["--pass-env", "A", "--pass-env", "B,C", "--pass-env", "A"]
+
+    assert load_config([*REQUIRED, "--exec", "true", *flags], {}).pass_env == ("A", "B", "C")
+    assert load_config(
+        [*REQUIRED, "--exec", "true"], {"AGENTCOM_WORKER_PASS_ENV": "X, Y"}
+    ).pass_env == ("X", "Y")
+    assert load_config([*REQUIRED, "--config", str(config_file)], {}).pass_env == (
+        "FROM_FILE",
+        "OTHER",
+    )
+    assert load_config([*REQUIRED, "--exec", "true"], {}).pass_env == ()
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [
+        (["--pass-env", "AGENTCOM_WORKER_TOKEN"], {}),
+        (["--pass-env", "HOME,AGENTCOM_WORKER_CONFIG"], {}),
+        (["--pass-env", "agentcom_worker_token"], {}),
+        ([], {"AGENTCOM_WORKER_PASS_ENV": "PATH,AGENTCOM_WORKER_TOKEN"}),
+    ],
+)
+def test_pass_env_never_names_a_setting_of_the_worker(
+    argv: list[str], environ: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError, match="is a setting of the worker itself and is never passed"):
+        load_config([*REQUIRED, "--exec", "true", *argv], environ)
+
+
+def test_pass_env_takes_only_variable_names() -> None:
+    with pytest.raises(ConfigError, match=r"--pass-env: expected environment variable names"):
+        load_config([*REQUIRED, "--exec", "true", "--pass-env", "A=1"], {})
+
+
+def test_the_token_leaves_the_workers_environment_once_read(tmp_path: Path) -> None:
+    # The state dir is a file, so main() stops right after the settings are read.
+    (tmp_path / "not-a-dir").touch()
+    program = (
+        "import os; from agentcom.worker.__main__ import main; "
+        f"code = main(['--hub', 'ws://127.0.0.1:1/ws', '--agent-id', 'a', '--exec', 'true', "
+        f"'--state-dir', {str(tmp_path / 'not-a-dir')!r}]); "
+        "print(code, 'AGENTCOM_WORKER_TOKEN' in os.environ)"
+    )
+    environ = {**os.environ, "AGENTCOM_WORKER_TOKEN": "s3cret-token", "PYTHONPATH": str(REPO_ROOT)}
+
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=environ, capture_output=True, text=True, timeout=30
+    )
+
+    assert done.stdout.split() == ["2", "False"], done.stderr

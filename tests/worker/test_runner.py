@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentcom.worker.assignment import Assignment
+from agentcom.worker.environment import PASSED_ENV
 from agentcom.worker.outcome import Completed, Failed, Outcome
 from agentcom.worker.process import end_process_group, group_is_alive
 from agentcom.worker.runner import ExecRunner, RunHooks, TimeLimit
@@ -158,3 +159,39 @@ def test_a_group_that_ignores_sigterm_gets_sigkill_after_the_grace() -> None:
     wait_until(lambda: not group_is_alive(process.pid), what="group to end")
     assert 0.3 <= time.monotonic() - started < 5
     assert process.wait(timeout=5) == -9
+
+
+def environment_seen(stdout: str) -> dict[str, str]:
+    """`env -0` output as a dict; values may hold newlines."""
+    return dict(entry.split("=", 1) for entry in stdout.split("\0") if entry)
+
+
+def test_the_command_inherits_only_the_allowed_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTCOM_WORKER_TOKEN", "s3cret-token")
+    monkeypatch.setenv("AGENTCOM_WORKER_CAPABILITIES", "code")
+    monkeypatch.setenv("CLOUD_API_KEY", "not for tasks")
+    monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("HOME", "/home/worker")
+    # Named or not, the worker's settings stay with the worker.
+    runner = ExecRunner("env -0", tmp_path, None, ("MY_TOOL_HOME", "AGENTCOM_WORKER_TOKEN"))
+
+    outcome = asyncio.run(runner.run(assignment(), resume=False, hooks=Recorder().hooks))
+
+    assert isinstance(outcome, Completed)
+    stdout = outcome.result["stdout"]
+    seen = environment_seen(stdout)
+    assert "s3cret-token" not in stdout
+    assert [name for name in seen if name.startswith("AGENTCOM_WORKER_")] == []
+    assert "CLOUD_API_KEY" not in seen
+    assert (seen["MY_TOOL_HOME"], seen["LC_TIME"], seen["HOME"]) == (
+        "/opt/tool",
+        "C",
+        "/home/worker",
+    )
+    assert seen["AGENTCOM_TASK_ID"] == "task-0000000000000001"
+    # Only what the allow-list, --pass-env and the task give, and what sh sets itself.
+    allowed = {*PASSED_ENV, "MY_TOOL_HOME", *assignment().environment(), "PWD", "SHLVL", "_"}
+    assert {name for name in seen if not name.startswith("LC_")} <= allowed

@@ -208,3 +208,43 @@ def test_a_task_id_not_of_the_hubs_shape_is_rejected_and_touches_no_file(
     assert (work / "wakes.log").read_text() == f"{TASK_A}\n"
     assert sorted(path.name for path in results.iterdir()) == [f"{TASK_A}.wake.log"]
     assert sorted(path.name for path in state.iterdir()) == ["alice.lock", "alice.task.json"]
+
+
+SECRET_ENVIRONMENT = {
+    "AGENTCOM_WORKER_TOKEN": "s3cret-token",
+    "AGENTCOM_WORKER_DRAIN_TIMEOUT": "5",
+    "CLOUD_API_KEY": "not for tasks",
+    "MY_TOOL_HOME": "/opt/tool",
+}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        {"exec": "env -0 > env.out"},
+        {
+            "results_dir": "results",
+            "wake_command": "env -0 > env.out; "
+            'echo \'{"status": "success"}\' > "$AGENTCOM_RESULTS_DIR/$AGENTCOM_TASK_ID.json"',
+        },
+    ],
+    ids=["exec", "sidecar"],
+)
+def test_a_task_command_never_sees_the_token_or_the_workers_settings(
+    scripted_hub: ScriptedHub, workers: Workers, tmp_path: Path, mode: dict[str, str]
+) -> None:
+    workers.start(
+        scripted_hub.ws_url, None, environ=SECRET_ENVIRONMENT, pass_env="MY_TOOL_HOME", **mode
+    )
+    scripted_hub.expect("identify", token="s3cret-token")  # the worker itself has it
+    scripted_hub.send(assign(TASK_A))
+    scripted_hub.expect("task_accepted", task_id=TASK_A)
+    scripted_hub.expect("task_complete", task_id=TASK_A)
+
+    seen_text = (tmp_path / "env.out").read_text()
+    seen = dict(entry.split("=", 1) for entry in seen_text.split("\0") if entry)
+    assert "s3cret-token" not in seen_text
+    assert "AGENTCOM_WORKER_" not in seen_text
+    assert "CLOUD_API_KEY" not in seen
+    assert seen["MY_TOOL_HOME"] == "/opt/tool"
+    assert seen["AGENTCOM_TASK_ID"] == TASK_A
