@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcom.worker.environment import PASSED_ENV, PASSED_ENV_PREFIX, WORKER_ENV_PREFIX
+from agentcom.worker.sidecar import check_wake_command
 
 ENV_PREFIX = WORKER_ENV_PREFIX
 CONFIG_ENV_VAR = f"{ENV_PREFIX}CONFIG"
@@ -111,6 +112,10 @@ def _env_names(value: object) -> tuple[str, ...]:
                 f"(the {ENV_PREFIX}* variables hold the token)"
             )
     return tuple(dict.fromkeys(names))
+
+
+def _wake_command(value: object) -> str:
+    return check_wake_command(_text(value))
 
 
 def _path(value: object) -> Path:
@@ -219,10 +224,12 @@ OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--wake-command",
         "wake_command",
-        _text,
-        "sidecar mode, with --results-dir: shell command that wakes a long-lived agent; "
-        "${TASK_ID}, ${TASK_JSON} and ${TASK_DESCRIPTION} in it are replaced by the task's "
-        "values, quoted for the shell",
+        _wake_command,
+        "sidecar mode, with --results-dir: shell command that wakes a long-lived agent; it "
+        'finds the task in its environment: "$TASK_ID", "$TASK_DESCRIPTION", "$TASK_JSON" '
+        "(quote them: they hold any text) and $AGENTCOM_RESULTS_DIR; ${TASK_ID} in it is "
+        "replaced by the task id, while ${TASK_DESCRIPTION} or ${TASK_JSON} in it is refused: "
+        "the task's text is never pasted into a command",
         "COMMAND",
     ),
     _Option(
@@ -316,7 +323,8 @@ two modes:
                        DIR/TASK_ID.started when it starts and DIR/TASK_ID.json
                        when it is done; "status": "success" completes the task
                        with that object, any other status fails it with its
-                       "error" or "reason".
+                       "error" or "reason". COMMAND reads the task from its
+                       environment, e.g. my-agent wake "$TASK_DESCRIPTION".
 """
 
 EPILOG = f"""\

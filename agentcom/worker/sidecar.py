@@ -1,15 +1,20 @@
 """The `--wake-command`/`--results-dir` mode: the convention of the original AgentCom sidecar.
 
 For agents that live longer than one task. The wake command only tells the
-agent there is work (with `${TASK_ID}`, `${TASK_JSON}` and `${TASK_DESCRIPTION}`
-filled in); the agent then writes `RESULTS_DIR/TASK_ID.started` when it begins
-and `RESULTS_DIR/TASK_ID.json` when it is done. The worker polls the directory
-(no inotify dependency, and a short interval is cheap for two files).
+agent there is work; the agent then writes `RESULTS_DIR/TASK_ID.started` when
+it begins and `RESULTS_DIR/TASK_ID.json` when it is done. The worker polls the
+directory (no inotify dependency, and a short interval is cheap for two files).
 
-The original pasted values in with only `"` escaped, fit for a placeholder in
-double quotes and nothing else; here each value is quoted for wherever it
-stands in the command (bare, in "...", or in '...'), so a description can hold
-any text without being run by the shell.
+The original pasted `${TASK_ID}`, `${TASK_DESCRIPTION}` and `${TASK_JSON}` into
+the command's text with only `"` escaped, and any quoting done by pasting fails
+in some context (`sh -c "..."`, backticks, `$(...)`, a heredoc), where a
+description such as `x; touch /tmp/pwned` runs. So the task's text is never
+pasted: the wake command finds it in its environment, as `$TASK_ID`,
+`$TASK_DESCRIPTION` and `$TASK_JSON`, which the shell expands without running
+it. Only `${TASK_ID}` is still filled in, safe anywhere because task ids have
+the hub's shape (see `assignment`); a command that still holds
+`${TASK_DESCRIPTION}` or `${TASK_JSON}` is refused when the settings are read
+(`check_wake_command`), since it was written to have them pasted.
 
 The wake command may leave the agent running, so a finished task does not end
 its process group; a timeout or a cancellation does. Nor is the group
@@ -26,16 +31,15 @@ import asyncio
 import json
 import os
 import re
-import shlex
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from agentcom.worker.assignment import Assignment
+from agentcom.worker.assignment import TASK_ID, Assignment, InvalidTaskId
 from agentcom.worker.environment import command_environment
 from agentcom.worker.files import PathOutsideDirectory, inside, open_private, private_directory
 from agentcom.worker.outcome import (
@@ -56,51 +60,43 @@ POLL_SECONDS = 0.2
 # written any more: it is broken, and the task fails on it.
 RESULT_SETTLE_SECONDS = 2.0
 
-_PLACEHOLDER = re.compile(r"\$\{(TASK_ID|TASK_JSON|TASK_DESCRIPTION)\}")
-_SPECIAL_IN_DOUBLE_QUOTES = re.compile(r'([\\"$`])')
+# Placeholders of the original convention that no longer exist: pasting text
+# into a shell command is safe only where the paster understands every quoting
+# context (sh -c "...", backticks, $(...), heredocs), and no paster does.
+SPLICED_PLACEHOLDER = re.compile(r"\$\{(TASK_DESCRIPTION|TASK_JSON)\}")
+TASK_ID_PLACEHOLDER = "${TASK_ID}"
+
+
+def check_wake_command(template: str) -> str:
+    """The template, or ValueError if it still expects the task's text pasted into it."""
+    placeholder = SPLICED_PLACEHOLDER.search(template)
+    if placeholder:
+        name = placeholder[1]
+        raise ValueError(
+            f"{placeholder[0]} is no longer pasted into the wake command, where quoting "
+            f"cannot be made safe; the value is in the command's environment instead: write "
+            f'"${name}" (in double quotes; in a nested sh -c, inside its single-quoted '
+            f"script). Only {TASK_ID_PLACEHOLDER} is still filled in"
+        )
+    return template
 
 
 def fill_wake_command(template: str, assignment: Assignment) -> str:
-    """The template with each placeholder replaced by its value, quoted for its context."""
-    values = {
+    """The template with ${TASK_ID} filled in: safe anywhere, for its shape is checked."""
+    if not TASK_ID.fullmatch(assignment.task_id):
+        raise InvalidTaskId(f"task_id {assignment.task_id!r:.80} cannot go into a command")
+    return check_wake_command(template).replace(TASK_ID_PLACEHOLDER, assignment.task_id)
+
+
+def wake_environment(assignment: Assignment, results_dir: Path) -> dict[str, str]:
+    """The task as the wake command reads it, besides the AGENTCOM_TASK_* that --exec gets."""
+    return {
+        **assignment.environment(),
         "TASK_ID": assignment.task_id,
-        "TASK_JSON": assignment.to_json(),
         "TASK_DESCRIPTION": assignment.description,
+        "TASK_JSON": assignment.to_json(),
+        "AGENTCOM_RESULTS_DIR": str(results_dir.resolve()),
     }
-    return _substitute(template, values)
-
-
-def _substitute(template: str, values: Mapping[str, str]) -> str:
-    filled: list[str] = []
-    quote: str | None = None  # the quote character we are inside, if any
-    position = 0
-    while position < len(template):
-        char = template[position]
-        if char == "\\" and quote != "'":  # an escaped character is copied as it is
-            filled.append(template[position : position + 2])
-            position += 2
-            continue
-        placeholder = _PLACEHOLDER.match(template, position)
-        if placeholder:
-            filled.append(_quoted(values[placeholder[1]], quote))
-            position = placeholder.end()
-            continue
-        if quote is None and char in "'\"":
-            quote = char
-        elif char == quote:
-            quote = None
-        filled.append(char)
-        position += 1
-    return "".join(filled)
-
-
-def _quoted(value: str, quote: str | None) -> str:
-    if quote == '"':
-        return _SPECIAL_IN_DOUBLE_QUOTES.sub(r"\\\1", value)
-    if quote == "'":
-        # Nothing escapes inside '...': close it, add a quoted word, reopen it.
-        return f"'{shlex.quote(value)}'"
-    return shlex.quote(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +139,7 @@ class ResultsDirRunner:
         task_timeout: float | None,
         pass_env: tuple[str, ...] = (),
     ) -> None:
-        self._wake_command = wake_command
+        self._wake_command = check_wake_command(wake_command)
         self._results_dir = results_dir
         self._workdir = workdir
         self._task_timeout = task_timeout
@@ -199,11 +195,7 @@ class ResultsDirRunner:
                 shell=True,
                 cwd=self._workdir,
                 env=command_environment(
-                    self._pass_env,
-                    {
-                        **assignment.environment(),
-                        "AGENTCOM_RESULTS_DIR": str(self._results_dir.resolve()),
-                    },
+                    self._pass_env, wake_environment(assignment, self._results_dir)
                 ),
                 stdin=subprocess.DEVNULL,
                 stdout=output,

@@ -351,7 +351,7 @@ def test_results_dir_mode_reports_what_the_agent_writes(
     (tmp_path / "agent.py").write_text(FAKE_AGENT)
     results_dir = tmp_path / "results"
     # The agent runs in the background, as a long-lived agent would after a wake-up.
-    wake = f'{sys.executable} agent.py ${{TASK_ID}} ${{TASK_DESCRIPTION}} "${{TASK_JSON}}" &'
+    wake = f'{sys.executable} agent.py ${{TASK_ID}} "$TASK_DESCRIPTION" "$TASK_JSON" &'
     workers.start(hub.ws_url, token, results_dir=str(results_dir), wake_command=wake)
     tricky = """it's "quoted" $(touch pwned) `touch pwned2` $HOME \\ done"""
     succeeding = submit(hub, token, tricky)
