@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode="exec" if config.exec_command else "results_dir",
         state_file=str(state.path),
     )
+    if config.insecure and config.hub.startswith("ws://"):
+        log.warning("hub_connection_unencrypted", hub=config.hub)
     try:
         return asyncio.run(Worker(config, build_runner(config), state).run())
     finally:

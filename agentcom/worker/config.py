@@ -14,6 +14,7 @@ only reads and checks settings; it starts nothing.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import re
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentcom.worker.environment import PASSED_ENV, PASSED_ENV_PREFIX, WORKER_ENV_PREFIX
 from agentcom.worker.sidecar import check_wake_command
@@ -31,6 +33,7 @@ CONFIG_ENV_VAR = f"{ENV_PREFIX}CONFIG"
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ConfigError(Exception):
@@ -40,6 +43,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     hub: str
+    insecure: bool  # ws:// to a host other than this machine is allowed
     agent_id: str
     token: str = field(repr=False)  # never printed, never logged
     name: str
@@ -75,6 +79,14 @@ def _seconds(value: object) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
     return float(value)
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def _positive_seconds(value: object) -> float:
@@ -143,7 +155,9 @@ class _Option:
     default: object = None
     required: bool = False
     is_path: bool = False  # relative paths in a config file are relative to that file
-    action: str = "store"  # "append": a repeatable flag, whose values come as a list
+    # "append": a repeatable flag, whose values come as a list; "store_true": a
+    # flag without a value (its env var and config key take true or false)
+    action: str = "store"
 
     @property
     def key(self) -> str:
@@ -159,9 +173,20 @@ OPTIONS: tuple[_Option, ...] = (
         "--hub",
         "hub",
         _text,
-        "hub WebSocket URL, e.g. ws://HUB:4000/ws (required)",
+        "hub WebSocket URL (required): wss://HUB/ws, or ws://127.0.0.1:4000/ws for a hub on "
+        "this machine; ws:// to any other host needs --insecure",
         "URL",
         required=True,
+    ),
+    _Option(
+        "--insecure",
+        "insecure",
+        _boolean,
+        "allow a ws:// --hub on another machine: the token and every task then cross the "
+        "network unencrypted, readable and forgeable on the way (default: false)",
+        "",
+        default=False,
+        action="store_true",
     ),
     _Option(
         "--agent-id",
@@ -338,6 +363,12 @@ Signals: SIGTERM or SIGINT stops taking tasks, lets the running task finish for
 up to --drain-timeout seconds, then kills it and hands it back to the hub; a
 second signal skips the wait. The worker then exits 0.
 
+Transport: wss:// verifies the hub's certificate against the system's CAs;
+for a hub whose certificate comes from a private CA, set SSL_CERT_FILE to a
+PEM file holding that CA's certificate. ws:// sends the token and every task
+in clear text, so it is accepted only to this machine (127.0.0.0/8, ::1,
+localhost), unless --insecure is given.
+
 Exit status: 0 after a clean shutdown, 2 for bad settings, 3 when the hub
 rejects the token (invalid_token or token_agent_mismatch), 4 when another
 worker already uses the same --state-dir and --agent-id.
@@ -358,13 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"read settings from FILE (JSON or TOML); env {CONFIG_ENV_VAR}",
     )
     for option in OPTIONS:
+        help_text = f"{option.help}; env {option.env_var}"
+        if option.action == "store_true":  # a flag without a value takes no metavar
+            parser.add_argument(
+                option.flag,
+                dest=option.dest,
+                default=argparse.SUPPRESS,
+                action="store_true",
+                help=help_text,
+            )
+            continue
         parser.add_argument(
             option.flag,
             dest=option.dest,
             metavar=option.metavar,
             default=argparse.SUPPRESS,
             action=option.action,
-            help=f"{option.help}; env {option.env_var}",
+            help=help_text,
         )
     return parser
 
@@ -424,6 +465,22 @@ def _read_config_file(path: Path) -> dict[str, object]:
     return settings
 
 
+def _on_this_machine(url: str) -> bool:
+    """The URL's host is a loopback address (127.0.0.0/8, ::1) or "localhost"."""
+    try:
+        host = urlsplit(url).hostname  # lowercased, without the brackets of [::1]
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check(values: dict[str, Any]) -> WorkerConfig:
     """Cross-setting checks; each value already has the type its converter produces."""
     missing = [
@@ -433,8 +490,15 @@ def _check(values: dict[str, Any]) -> WorkerConfig:
     ]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}")
-    if not values["hub"].startswith(("ws://", "wss://")):
-        raise ConfigError(f"--hub: expected a ws:// or wss:// URL, got {values['hub']!r}")
+    hub = values["hub"]
+    if not hub.startswith(("ws://", "wss://")):
+        raise ConfigError(f"--hub: expected a ws:// or wss:// URL, got {hub!r}")
+    if hub.startswith("ws://") and not values["insecure"] and not _on_this_machine(hub):
+        raise ConfigError(
+            f"--hub: {hub} is ws:// to another machine, which would send the token and "
+            "every task unencrypted; use wss:// (for a hub certificate from a private CA, set "
+            "SSL_CERT_FILE to that CA's certificate), or pass --insecure to allow it anyway"
+        )
 
     sidecar = (values["wake_command"], values["results_dir"])
     if values["exec_command"] is not None and sidecar != (None, None):

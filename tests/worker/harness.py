@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +101,18 @@ class WorkerProcess:
     """One `python -m agentcom.worker` process and its JSON log."""
 
     def __init__(
-        self, args: list[str], log_path: Path, cwd: Path, environ: dict[str, str] | None = None
+        self,
+        args: list[str],
+        log_path: Path,
+        cwd: Path,
+        environ: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.log_path = log_path
         env = {**os.environ, **(environ or {}), "PYTHONPATH": str(REPO_ROOT)}
         with open(log_path, "wb") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agentcom.worker", *args],
+                [*wrapper, sys.executable, "-m", "agentcom.worker", *args],
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -158,10 +164,15 @@ class Workers:
         agent_id: str = "alice",
         *,
         environ: dict[str, str] | None = None,
-        **flags: str | float,
+        wrapper: Sequence[str] = (),
+        **flags: str | float | bool,
     ) -> WorkerProcess:
-        """token None: no --token flag, as when the token is in `environ`."""
-        settings: dict[str, str | float] = {
+        """token None: no --token flag, as when the token is in `environ`.
+
+        wrapper: a command that runs the worker, such as `unshare -n`; a flag
+        given as True is passed without a value.
+        """
+        settings: dict[str, str | float | bool] = {
             "hub": hub_url,
             "agent_id": agent_id,
             **({"token": token} if token is not None else {}),
@@ -173,8 +184,11 @@ class Workers:
             "log_level": "debug",
             **flags,
         }
-        args = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+        args = [
+            f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
+            for key, value in settings.items()
+        ]
         log_path = self.root / f"worker-{len(self.started) + 1}-{agent_id}.log"
-        worker = WorkerProcess(args, log_path, cwd=self.root, environ=environ)
+        worker = WorkerProcess(args, log_path, cwd=self.root, environ=environ, wrapper=wrapper)
         self.started.append(worker)
         return worker

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import ssl
 import threading
 import time
 from typing import Any
@@ -38,7 +39,9 @@ class _Socket(tornado.websocket.WebSocketHandler):
 
 
 class ScriptedHub:
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """ssl_context: serve wss:// with it, as localhost."""
+        self._ssl_context = ssl_context
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self.socket: _Socket | None = None
         self._loop = asyncio.new_event_loop()
@@ -56,6 +59,8 @@ class ScriptedHub:
 
     @property
     def ws_url(self) -> str:
+        if self._ssl_context is not None:
+            return f"wss://localhost:{self.port}/ws"
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def send(self, frame: dict[str, Any]) -> None:
@@ -85,7 +90,7 @@ class ScriptedHub:
         app = tornado.web.Application([("/ws", _Socket, {"hub": self})])
         [listener] = bind_sockets(0, "127.0.0.1")
         self.port = listener.getsockname()[1]
-        server = tornado.httpserver.HTTPServer(app)
+        server = tornado.httpserver.HTTPServer(app, ssl_options=self._ssl_context)
         server.add_sockets([listener])
         self._ready.set()
         self._loop.run_forever()

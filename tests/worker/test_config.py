@@ -14,7 +14,8 @@ import pytest
 from agentcom.worker.config import OPTIONS, ConfigError, build_parser, load_config
 from tests.worker.harness import REPO_ROOT
 
-REQUIRED = ["--hub", "ws://hub:4000/ws", "--agent-id", "alice", "--token", "t0k3n"]
+REQUIRED = ["--hub", "ws://127.0.0.1:4000/ws", "--agent-id", "alice", "--token", "t0k3n"]
+IDENTITY = ["--agent-id", "alice", "--token", "t0k3n", "--exec", "true"]
 
 
 def test_defaults_fill_what_nobody_set() -> None:
@@ -191,3 +192,58 @@ def test_the_token_leaves_the_workers_environment_once_read(tmp_path: Path) -> N
     )
 
     assert done.stdout.split() == ["2", "False"], done.stderr
+
+
+@pytest.mark.parametrize(
+    "hub",
+    [
+        "ws://hub:4000/ws",
+        "ws://10.0.0.1:4000/ws",
+        "ws://[2001:db8::1]:4000/ws",
+        "ws://localhost.example.com/ws",
+        "ws://127.0.0.1.example.com/ws",
+        "ws://[::ffff:10.0.0.1]/ws",
+        "ws:///ws",
+    ],
+)
+def test_ws_to_another_machine_is_refused_without_insecure(hub: str) -> None:
+    # Settings only: nothing connects anywhere.
+    with pytest.raises(ConfigError) as refused:
+        load_config(["--hub", hub, *IDENTITY], {})
+
+    assert str(refused.value).startswith(f"--hub: {hub} is ws:// to another machine")
+    assert "use wss://" in str(refused.value)
+    assert "SSL_CERT_FILE" in str(refused.value)
+    assert "--insecure" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "hub",
+    [
+        "ws://127.0.0.1:4000/ws",
+        "ws://127.8.9.10:4000/ws",
+        "ws://[::1]:4000/ws",
+        "ws://localhost:4000/ws",
+        "ws://LocalHost/ws",
+        "wss://hub.example.com/ws",
+        "wss://10.0.0.1:4000/ws",
+    ],
+)
+def test_ws_to_this_machine_and_wss_anywhere_need_no_insecure(hub: str) -> None:
+    config = load_config(["--hub", hub, *IDENTITY], {})
+
+    assert (config.hub, config.insecure) == (hub, False)
+
+
+def test_insecure_allows_ws_to_another_machine(tmp_path: Path) -> None:
+    config_file = tmp_path / "worker.toml"
+    config_file.write_text("insecure = true\n")
+    elsewhere = ["--hub", "ws://hub:4000/ws", *IDENTITY]
+
+    assert load_config([*elsewhere, "--insecure"], {}).insecure is True
+    assert load_config(elsewhere, {"AGENTCOM_WORKER_INSECURE": "yes"}).insecure is True
+    assert load_config([*elsewhere, "--config", str(config_file)], {}).insecure is True
+    with pytest.raises(ConfigError, match="is ws:// to another machine"):
+        load_config(elsewhere, {"AGENTCOM_WORKER_INSECURE": "false"})
+    with pytest.raises(ConfigError, match="AGENTCOM_WORKER_INSECURE: expected true or false"):
+        load_config(elsewhere, {"AGENTCOM_WORKER_INSECURE": "maybe"})
