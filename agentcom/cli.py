@@ -2,6 +2,7 @@
 
 Works whether or not a hub runs on the same data dir: it writes the same
 SQLite file, and a running hub notices the change on its next token check.
+Like the hub, it creates the data dir and the token file for their owner only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from agentcom.clock import now_ms
 from agentcom.config import HubConfig
+from agentcom.logs import configure_logging
 from agentcom.store import ROLES, TokenStore, open_tokens_db
 
 
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # stdout carries the token and nothing else; warnings (a data dir whose
+    # permissions were tightened) go to stderr.
+    configure_logging("warning")
     data_dir = args.data_dir or Path(os.environ.get("AGENTCOM_DATA_DIR", HubConfig().data_dir))
     conn = open_tokens_db(data_dir)
     tokens = TokenStore(conn)

@@ -6,22 +6,32 @@ actor threads, the ``token`` CLI in its process. WAL lets them share the
 file; ``synchronous=FULL`` makes every commit survive power loss, which is what
 "on disk before the reply" means. Callers decide when to commit (TaskQueue
 groups a batch of changes into one commit).
+
+The data dir and every file in it are its owner's only (0700 / 0600, whatever
+the umask; looser modes found at start are tightened).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from agentcom.compact_json import dumps
 from agentcom.messages import Priority, TaskStatus
+
+log = structlog.get_logger(__name__)
 
 TASKS_DB = "tasks.sqlite3"
 TOKENS_DB = "tokens.sqlite3"
@@ -73,6 +83,9 @@ _COLUMNS = (
 
 
 OPEN_TIMEOUT_S = 10.0
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
 def open_tasks_db(data_dir: Path) -> sqlite3.Connection:
@@ -86,8 +99,48 @@ def open_tokens_db(data_dir: Path) -> sqlite3.Connection:
     return _open(data_dir, TOKENS_DB, _TOKENS_SCHEMA)
 
 
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data dir for its owner only, or tighten an existing one.
+
+    ``mkdir``'s mode is filtered by the umask, so the mode is set afterwards
+    too. A dir the hub may not chmod (another user's) is left as it is, with a
+    warning: the files in it are owner-only all the same.
+    """
+    data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    _owner_only(data_dir, DIR_MODE)
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    try:
+        found = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if found == mode:
+        return
+    try:
+        os.chmod(path, mode)
+    except PermissionError as error:
+        log.warning("permissions_not_tightened", path=str(path), mode=oct(found), error=str(error))
+        return
+    if found & 0o077:
+        log.warning("permissions_tightened", path=str(path), was=oct(found), now=oct(mode))
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite would use 0644 & ~umask).
+
+    SQLite gives the -wal and -shm files it creates the database file's mode;
+    those left by an earlier run with looser modes are tightened here.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    for suffix in _SQLITE_FILE_SUFFIXES:
+        _owner_only(path.with_name(path.name + suffix), FILE_MODE)
+
+
 def _open(data_dir: Path, filename: str, schema: str) -> sqlite3.Connection:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(data_dir)
+    _create_owner_only(data_dir / filename)
     conn = sqlite3.connect(
         data_dir / filename,
         isolation_level=None,
