@@ -17,6 +17,7 @@ from agentcom.clock import now_ms
 from agentcom.config import HubConfig
 from agentcom.logs import configure_logging
 from agentcom.store import ROLES, TokenStore, open_tokens_db
+from agentcom.validation import AGENT_ID_MAX_CHARS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = actions.add_parser("create", help="print a new token for AGENT_ID")
     create.add_argument("agent_id", metavar="AGENT_ID")
-    create.add_argument("--role", choices=ROLES, default="agent")
+    create.add_argument(
+        "--role",
+        choices=ROLES,
+        default="agent",
+        help="agent: its own tasks; viewer: reads everything, changes nothing; admin: everything",
+    )
     create.add_argument("--data-dir", type=Path, help=data_dir_help)
 
     listing = actions.add_parser("list", help="agent ids, roles and token prefixes")
@@ -52,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.action == "create":
             if not args.agent_id.strip():
                 print("AGENT_ID must not be empty", file=sys.stderr)
+                return 2
+            if len(args.agent_id) > AGENT_ID_MAX_CHARS:
+                print(f"AGENT_ID must be at most {AGENT_ID_MAX_CHARS} characters", file=sys.stderr)
                 return 2
             print(tokens.create(args.agent_id, args.role, now_ms()))
         elif args.action == "list":

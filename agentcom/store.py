@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (assigned_to, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_submitter ON tasks (submitted_by, seq);
 """
 
 _TOKENS_SCHEMA = """
@@ -348,9 +349,18 @@ class TaskStore:
         priority: Priority | None = None,
         assigned_to: str | None = None,
         limit: int | None = None,
+        *,
+        after: int = 0,
+        visible_to: str | None = None,
     ) -> list[TaskRecord]:
-        clauses: list[str] = []
-        params: list[object] = []
+        """Tasks past seq ``after``, oldest first; with ``visible_to``, only the tasks
+        that agent submitted or holds (held last).
+
+        An agent's tasks are found through the submitter and assignee indexes,
+        each read only as far as the page needs, whatever the table holds.
+        """
+        clauses = ["seq>?"]
+        params: list[object] = [after]
         if status is not None:
             clauses.append("status=?")
             params.append(status.value)
@@ -360,11 +370,24 @@ class TaskStore:
         if assigned_to is not None:
             clauses.append("assigned_to=?")
             params.append(assigned_to)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        limit_clause = f" LIMIT {int(limit)}" if limit is not None else ""
-        rows = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks{where} ORDER BY seq{limit_clause}", params
-        )
+        where = " AND ".join(clauses)
+        limit_clause = "" if limit is None else " LIMIT ?"
+        limit_params: list[object] = [] if limit is None else [limit]
+        if visible_to is None:
+            sql = f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY seq{limit_clause}"
+            rows = self._conn.execute(sql, [*params, *limit_params])
+        else:
+            ways = [
+                f"SELECT seq FROM (SELECT seq FROM tasks WHERE {who}=? AND {where}"
+                f" ORDER BY seq{limit_clause})"
+                for who in ("submitted_by", "assigned_to")
+            ]
+            sql = (
+                f"SELECT {_COLUMNS} FROM tasks WHERE seq IN ({' UNION '.join(ways)})"
+                f" ORDER BY seq{limit_clause}"
+            )
+            way_params = [visible_to, *params, *limit_params]
+            rows = self._conn.execute(sql, [*way_params, *way_params, *limit_params])
         return [_from_row(row) for row in rows]
 
     def counts(self) -> dict[tuple[TaskStatus, Priority], int]:
@@ -373,7 +396,10 @@ class TaskStore:
         return {(TaskStatus(s), Priority(p)): n for s, p, n in rows}
 
 
-ROLES = ("agent", "admin")
+ROLES = ("agent", "viewer", "admin")
+"""``agent``: its own tasks; ``viewer``: reads everything, changes nothing; ``admin``: all."""
+READS_EVERY_TASK = frozenset({"viewer", "admin"})
+CHANGES_STATE = frozenset({"agent", "admin"})
 TOKEN_PREFIX_CHARS = 8
 
 
@@ -382,6 +408,11 @@ class TokenInfo:
     agent_id: str
     role: str
     token_prefix: str
+
+    @property
+    def task_scope(self) -> str | None:
+        """The agent whose tasks this token may read and retry, or None for every task."""
+        return None if self.role in READS_EVERY_TASK else self.agent_id
 
 
 def hash_token(token: str) -> str:

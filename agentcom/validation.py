@@ -2,16 +2,19 @@
 
 HTTP handlers and the WebSocket handler call ``check(shape, value)`` before
 anything reaches an actor, so bad input is refused in one place with a message
-that names the field, and no actor ever sees it.
+that names the field, and no actor ever sees it. Query strings are
+checked here the same way (``task_list_query``, ``page_query``): every value
+bounded, so nothing unchecked reaches SQLite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentcom.messages import Priority
+from agentcom.messages import Priority, TaskStatus
 from agentcom.store import ROLES
 
 
@@ -23,6 +26,9 @@ class Invalid(Exception):
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+AGENT_ID_MAX_CHARS = 255
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,10 @@ def _non_empty(value: str) -> bool:
     return bool(value.strip())
 
 
+def _agent_id(value: str) -> bool:
+    return _non_empty(value) and len(value) <= AGENT_ID_MAX_CHARS
+
+
 def _strings(value: list[Any]) -> bool:
     return all(isinstance(item, str) and item for item in value)
 
@@ -105,7 +115,13 @@ TASK_SUBMISSION = (
 )
 
 TOKEN_REQUEST = (
-    Field("agent_id", "string", required=True, rule=_non_empty, rule_text="must not be empty"),
+    Field(
+        "agent_id",
+        "string",
+        required=True,
+        rule=_agent_id,
+        rule_text=f"must not be empty or longer than {AGENT_ID_MAX_CHARS} characters",
+    ),
     Field(
         "role", "string", rule=ROLES.__contains__, rule_text=f"must be one of {', '.join(ROLES)}"
     ),
@@ -146,3 +162,83 @@ FRAMES: dict[str, tuple[Field, ...]] = {
 
 def capability_names(capabilities: list[Any]) -> frozenset[str]:
     return frozenset(c if isinstance(c, str) else c["name"] for c in capabilities)
+
+
+# --- query strings and headers ---------------------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only ("²".isdigit() is True); int64 fits
+
+Query = Mapping[str, Sequence[bytes]]
+"""Raw query arguments by name, as Tornado parses them (``request.query_arguments``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskListQuery:
+    status: TaskStatus | None
+    priority: Priority | None
+    assigned_to: str | None
+    limit: int
+    cursor: int
+
+
+def _one_value(query: Query, name: str) -> str | None:
+    values = query.get(name, ())
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Invalid("invalid_query", f"{name} must be given at most once")
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid("invalid_query", f"{name} must be UTF-8") from None
+
+
+def query_int(query: Query, name: str, *, default: int, maximum: int, minimum: int = 0) -> int:
+    """A bounded integer: decimal ASCII digits only, ``minimum`` to ``maximum``."""
+    text = _one_value(query, name)
+    if text is None:
+        return default
+    if not _DIGITS.fullmatch(text) or not minimum <= int(text) <= maximum:
+        raise Invalid("invalid_query", f"{name} must be an integer from {minimum} to {maximum}")
+    return int(text)
+
+
+def query_choice(query: Query, name: str, allowed: Sequence[str]) -> str | None:
+    """One of ``allowed``; an empty value counts as absent."""
+    text = _one_value(query, name)
+    if not text:
+        return None
+    if text not in allowed:
+        raise Invalid("invalid_query", f"{name} must be one of {', '.join(allowed)}")
+    return text
+
+
+def query_text(query: Query, name: str, *, max_chars: int) -> str | None:
+    """A string of at most ``max_chars``; an empty value counts as absent."""
+    text = _one_value(query, name)
+    if not text:
+        return None
+    if len(text) > max_chars:
+        raise Invalid("invalid_query", f"{name} must be at most {max_chars} characters")
+    return text
+
+
+def page_query(query: Query) -> tuple[int, int]:
+    """``limit`` (default 100, at most 1000) and ``cursor`` (exclusive, default 0)."""
+    limit = query_int(query, "limit", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    cursor = query_int(query, "cursor", default=0, maximum=INT64_MAX)
+    return limit, cursor
+
+
+def task_list_query(query: Query) -> TaskListQuery:
+    status = query_choice(query, "status", [s.value for s in TaskStatus])
+    priority = query_choice(query, "priority", LANES)
+    assigned_to = query_text(query, "assigned_to", max_chars=AGENT_ID_MAX_CHARS)
+    limit, cursor = page_query(query)
+    return TaskListQuery(
+        status=None if status is None else TaskStatus(status),
+        priority=None if priority is None else Priority.from_lane(priority),
+        assigned_to=assigned_to,
+        limit=limit,
+        cursor=cursor,
+    )

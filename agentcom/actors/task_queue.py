@@ -12,6 +12,10 @@ replies and publishes: a reply or event never reports a change that is not on
 disk. Each message runs in its own savepoint, so one bad request cannot undo
 the others in its batch. TaskQueue only ever ``tell``s (PubSub), so actors
 that block on its replies cannot deadlock with it.
+
+Who may see a task is decided here too (``visible_to``): an agent token sees
+the tasks it submitted or holds (held last); the HTTP layer passes None for
+roles that read everything.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 log = structlog.get_logger(__name__)
 
 _STOP_CAUSES = {ReclaimCause.DISCONNECTED, ReclaimCause.REPLACED, ReclaimCause.CRASHED}
+
+
+def _visible(task: TaskRecord, visible_to: str | None) -> bool:
+    return visible_to is None or visible_to in (task.submitted_by, task.assigned_to)
 
 
 class TaskQueue(BatchingActor):
@@ -168,9 +176,10 @@ class TaskQueue(BatchingActor):
             "created_at": task.created_at,
         }
 
-    def get(self, task_id: str) -> dict[str, Any] | None:
+    def get(self, task_id: str, visible_to: str | None = None) -> dict[str, Any] | None:
+        """The task, or None if there is none that ``visible_to`` (an agent id) may see."""
         task = self._find(task_id)
-        return None if task is None else task.to_wire()
+        return None if task is None or not _visible(task, visible_to) else task.to_wire()
 
     def list_tasks(
         self,
@@ -178,11 +187,27 @@ class TaskQueue(BatchingActor):
         priority: Priority | None = None,
         assigned_to: str | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        return [t.to_wire() for t in self._store.select(status, priority, assigned_to, limit)]
+        cursor: int = 0,
+        visible_to: str | None = None,
+    ) -> dict[str, Any]:
+        """A page: ``tasks`` after ``cursor``, oldest first, and the ``next_cursor`` to
+        ask for the next page with (None when this page is the last)."""
+        more = None if limit is None else limit + 1
+        found = self._store.select(
+            status, priority, assigned_to, more, after=cursor, visible_to=visible_to
+        )
+        page = found if limit is None else found[:limit]
+        next_cursor = None
+        if limit is not None and len(found) > limit:
+            next_cursor = page[-1].seq if page else cursor
+        return {"tasks": [t.to_wire() for t in page], "next_cursor": next_cursor}
 
-    def dead_letter(self) -> list[dict[str, Any]]:
-        return self.list_tasks(status=TaskStatus.DEAD_LETTER)
+    def dead_letter(
+        self, limit: int | None = None, cursor: int = 0, visible_to: str | None = None
+    ) -> dict[str, Any]:
+        return self.list_tasks(
+            status=TaskStatus.DEAD_LETTER, limit=limit, cursor=cursor, visible_to=visible_to
+        )
 
     def stats(self) -> dict[str, Any]:
         by_status = {s.value: 0 for s in TaskStatus if s is not TaskStatus.DEAD_LETTER}
@@ -196,10 +221,12 @@ class TaskQueue(BatchingActor):
                 by_priority[priority.lane] += count
         return {"by_status": by_status, "by_priority": by_priority, "dead_letter": dead}
 
-    def retry(self, task_id: str) -> dict[str, Any] | None:
+    def retry(self, task_id: str, visible_to: str | None = None) -> dict[str, Any] | None:
         """Move a dead-letter task back to its lane with a fresh retry budget."""
         task = self._store.get(task_id) if task_id not in self._live else None
         if task is None or task.status is not TaskStatus.DEAD_LETTER:
+            return None
+        if not _visible(task, visible_to):
             return None
         now = self._clock()
         task.retry_count = 0

@@ -25,8 +25,10 @@ from agentcom import compact_json, json_input
 from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
-from agentcom.store import TokenInfo
+from agentcom.store import CHANGES_STATE, TokenInfo
 from agentcom.validation import Field, Invalid, check
+
+_READS = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class BaseHandler(tornado.web.RequestHandler):
             raise HttpError(401, "unauthorized")
         if admin and info.role != "admin":
             raise HttpError(403, "forbidden")
+        if info.role not in CHANGES_STATE and self.request.method not in _READS:
+            raise HttpError(403, "forbidden")  # a viewer: every route that may change state
         return info
 
     def json_body(self, shape: tuple[Field, ...]) -> Mapping[str, Any]:

@@ -1,10 +1,17 @@
-"""Task routes: submit, read, list, stats, dead letter, retry."""
+"""Task routes: submit, read, list, stats, dead letter, retry.
+
+Every query value is checked (``validation``) before TaskQueue is asked
+anything. An ``agent`` token reads
+and retries only the tasks it submitted or holds (TaskQueue filters by
+``TokenInfo.task_scope``); any other task is "not found" to it, exactly as an
+unknown id, so that it learns nothing of other agents' work.
+"""
 
 from __future__ import annotations
 
 from agentcom.http.base import BaseHandler, HttpError
-from agentcom.messages import Priority, TaskSpec, TaskStatus
-from agentcom.validation import LANES, TASK_SUBMISSION
+from agentcom.messages import Priority, TaskSpec
+from agentcom.validation import TASK_SUBMISSION, Invalid, TaskListQuery, page_query, task_list_query
 
 
 class TasksHandler(BaseHandler):
@@ -23,27 +30,26 @@ class TasksHandler(BaseHandler):
         self.send_json(await self.ask(self.services.task_queue.submit(spec)), 201)
 
     async def get(self) -> None:
-        await self.authenticate()
-        status = self._choice("status", [s.value for s in TaskStatus])
-        priority = self._choice("priority", list(LANES))
-        limit = self.get_query_argument("limit", None)
-        if limit is not None and not limit.isdigit():
-            raise HttpError(400, "invalid_query: limit must be a non-negative integer")
-        tasks = await self.ask(
+        reader = await self.authenticate()
+        query = _checked_query(self)
+        page = await self.ask(
             self.services.task_queue.list_tasks(
-                status=TaskStatus(status) if status else None,
-                priority=Priority.from_lane(priority) if priority else None,
-                assigned_to=self.get_query_argument("assigned_to", None) or None,
-                limit=int(limit) if limit is not None else None,
+                status=query.status,
+                priority=query.priority,
+                assigned_to=query.assigned_to,
+                limit=query.limit,
+                cursor=query.cursor,
+                visible_to=reader.task_scope,
             )
         )
-        self.send_json({"tasks": tasks, "count": len(tasks)})
+        self.send_json({**page, "count": len(page["tasks"])})
 
-    def _choice(self, name: str, allowed: list[str]) -> str | None:
-        value = self.get_query_argument(name, None) or None
-        if value is not None and value not in allowed:
-            raise HttpError(400, f"invalid_query: {name} must be one of {', '.join(allowed)}")
-        return value
+
+def _checked_query(handler: BaseHandler) -> TaskListQuery:
+    try:
+        return task_list_query(handler.request.query_arguments)
+    except Invalid as invalid:
+        raise HttpError(400, str(invalid)) from None
 
 
 class TaskStatsHandler(BaseHandler):
@@ -54,15 +60,23 @@ class TaskStatsHandler(BaseHandler):
 
 class DeadLetterHandler(BaseHandler):
     async def get(self) -> None:
-        await self.authenticate()
-        tasks = await self.ask(self.services.task_queue.dead_letter())
-        self.send_json({"tasks": tasks, "count": len(tasks)})
+        reader = await self.authenticate()
+        try:
+            limit, cursor = page_query(self.request.query_arguments)
+        except Invalid as invalid:
+            raise HttpError(400, str(invalid)) from None
+        page = await self.ask(
+            self.services.task_queue.dead_letter(
+                limit=limit, cursor=cursor, visible_to=reader.task_scope
+            )
+        )
+        self.send_json({**page, "count": len(page["tasks"])})
 
 
 class TaskHandler(BaseHandler):
     async def get(self, task_id: str) -> None:
-        await self.authenticate()
-        task = await self.ask(self.services.task_queue.get(task_id))
+        reader = await self.authenticate()
+        task = await self.ask(self.services.task_queue.get(task_id, reader.task_scope))
         if task is None:
             raise HttpError(404, "task_not_found")
         self.send_json(task)
@@ -70,8 +84,8 @@ class TaskHandler(BaseHandler):
 
 class TaskRetryHandler(BaseHandler):
     async def post(self, task_id: str) -> None:
-        await self.authenticate()
-        requeued = await self.ask(self.services.task_queue.retry(task_id))
+        caller = await self.authenticate()
+        requeued = await self.ask(self.services.task_queue.retry(task_id, caller.task_scope))
         if requeued is None:
             raise HttpError(404, "dead_letter_task_not_found")
         self.send_json(requeued)

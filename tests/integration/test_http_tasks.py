@@ -278,7 +278,8 @@ def test_stats_count_dead_letter_only_in_dead_letter(hub):
 
 
 def test_dead_letter_list(hub):
-    assert hub.api("GET", "/api/tasks/dead-letter").body == {"tasks": [], "count": 0}
+    empty = {"tasks": [], "count": 0, "next_cursor": None}
+    assert hub.api("GET", "/api/tasks/dead-letter").body == empty
     doomed = hub.submit("doomed", max_retries=0)
     agent = hub.agent("a1")
     fail_to_dead_letter(agent, doomed)

@@ -96,7 +96,7 @@ def test_failures_retry_until_max_retries_then_dead_letter(task_queue: Any) -> N
     assert task["retry_count"] == 2
     assert task["last_error"] == "boom 2"
     assert events(task)[-3:] == ["retry", "assigned", "dead_letter"]
-    assert [t["id"] for t in task_queue.dead_letter().get(timeout=5)] == [task_id]
+    assert [t["id"] for t in task_queue.dead_letter().get(timeout=5)["tasks"]] == [task_id]
     assert task_queue.stats().get(timeout=5)["dead_letter"] == 1
 
 
@@ -238,7 +238,7 @@ def test_list_filters(task_queue: Any) -> None:
     assign(task_queue, "a9")
 
     def ids(**filters: Any) -> list[str]:
-        return [t["id"] for t in task_queue.list_tasks(**filters).get(timeout=5)]
+        return [t["id"] for t in task_queue.list_tasks(**filters).get(timeout=5)["tasks"]]
 
     assert ids() == [urgent, low]
     assert ids(priority=Priority.LOW) == [low]
