@@ -16,6 +16,7 @@ from pathlib import Path
 from agentcom.clock import now_ms
 from agentcom.config import HubConfig
 from agentcom.logs import configure_logging
+from agentcom.messages import StorageFull
 from agentcom.store import ROLES, TokenStore, open_tokens_db
 from agentcom.validation import AGENT_ID_MAX_CHARS
 
@@ -72,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"no tokens for {args.agent_id}", file=sys.stderr)
                 return 1
             print(f"revoked {revoked} token(s) of {args.agent_id}")
+    except StorageFull:
+        print(f"storage full: cannot write to {data_dir}", file=sys.stderr)
+        return 1
     finally:
         conn.close()
     return 0

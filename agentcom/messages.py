@@ -56,14 +56,29 @@ class ReclaimCause(StrEnum):
 
 
 class TaskRefused(Exception):
-    """A task_complete / task_failed / task_rejected that does not fit the task's state.
+    """TaskQueue refuses a request and nothing changed; the caller is told ``reason``.
 
-    ``reason`` is one of ``not_found``, ``not_assigned``, ``stale_generation``.
+    For an agent's task_complete / task_failed / task_rejected that does not fit
+    the task's state, ``reason`` is one of ``not_found``, ``not_assigned``,
+    ``stale_generation``; the subclasses below are refusals of any request.
     """
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class StorageFull(TaskRefused):
+    """The store cannot write (SQLite's SQLITE_FULL: the disk or the database is full).
+
+    Nothing of the refused request is stored, and memory is as the store has
+    it. Being a refusal, it reaches an agent as ``task_…_failed: storage_full``
+    and an HTTP client as 507 ``storage_full``; reads go on working.
+    """
+
+    def __init__(self, detail: str = "database or disk is full") -> None:
+        super().__init__("storage_full")
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

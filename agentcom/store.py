@@ -8,7 +8,9 @@ file; ``synchronous=FULL`` makes every commit survive power loss, which is what
 groups a batch of changes into one commit).
 
 The data dir and every file in it are its owner's only (0700 / 0600, whatever
-the umask; looser modes found at start are tightened).
+the umask; looser modes found at start are tightened). A write that fails
+because the disk or database is full raises ``StorageFull``, never a bare
+``sqlite3.OperationalError``, so that callers can answer it as such.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import structlog
 
 from agentcom.compact_json import dumps
-from agentcom.messages import Priority, TaskStatus
+from agentcom.messages import Priority, StorageFull, TaskStatus
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +65,12 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (assigned_to, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_submitter ON tasks (submitted_by, seq);
+
+-- One row TaskQueue rewrites to learn whether a full store can write again.
+CREATE TABLE IF NOT EXISTS storage_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_at INTEGER NOT NULL
+);
 """
 
 _TOKENS_SCHEMA = """
@@ -167,6 +175,24 @@ def _switch_to_wal(conn: sqlite3.Connection) -> None:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _is_full(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+@contextlib.contextmanager
+def _full_is_storage_full() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if _is_full(error):
+            raise StorageFull(str(error)) from error
+        raise
+
+
+_BATCH_LOST = "a failed write rolled back the batch's transaction"
 
 
 @dataclass(slots=True)
@@ -274,44 +300,82 @@ def _from_row(row: tuple[Any, ...]) -> TaskRecord:
 
 
 class TaskStore:
-    """Task rows. Writes join the caller's open transaction (``begin``/``commit``)."""
+    """Task rows. Writes join the caller's open transaction (``begin``/``commit``).
+
+    A full store raises ``StorageFull``. SQLite may then roll back the whole
+    transaction, writes of earlier messages of the batch included: the store
+    notes that, refuses the batch's further writes, and its ``commit`` raises,
+    so no reply reports a change that is gone.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._in_savepoint = False
+        self._kept = False  # the open transaction holds writes of finished messages
+        self._lost = False  # ... and a failed write made SQLite roll them back
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.OperationalError as error:
+            if not _is_full(error):
+                raise
+            if not self._conn.in_transaction:
+                self._in_savepoint = False
+                self._lost = self._lost or self._kept
+                self._kept = False
+            raise StorageFull(str(error)) from error
 
     def begin(self) -> None:
         if not self._conn.in_transaction:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._write("BEGIN IMMEDIATE")
 
-    def commit(self) -> None:
-        if self._conn.in_transaction:
+    def commit(self) -> bool:
+        """Make the open transaction durable; True if it held writes."""
+        if self._lost:
+            self.rollback()
+            raise StorageFull(_BATCH_LOST)
+        if not self._conn.in_transaction:
+            return False
+        try:
             self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            self.rollback()
+            if _is_full(error):
+                raise StorageFull(str(error)) from error
+            raise
+        wrote, self._kept = self._kept, False
+        return wrote
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
-        self._in_savepoint = False
+        self._in_savepoint = self._kept = self._lost = False
 
     def _writing(self) -> None:
         """Open the current message's savepoint on its first write (reads need none)."""
+        if self._lost:
+            raise StorageFull(_BATCH_LOST)
         if not self._in_savepoint:
             self.begin()
-            self._conn.execute("SAVEPOINT message")
+            self._write("SAVEPOINT message")
             self._in_savepoint = True
 
     def end_message(self, *, keep: bool) -> None:
         """Keep or undo what the current message wrote; its batch commits later."""
         if not self._in_savepoint:
             return
+        self._in_savepoint = False
+        if not self._conn.in_transaction:
+            return  # SQLite rolled it back already (and ``_write`` noted what was lost)
         if not keep:
             self._conn.execute("ROLLBACK TO message")
         self._conn.execute("RELEASE message")
-        self._in_savepoint = False
+        self._kept = self._kept or keep
 
     def insert(self, task: TaskRecord) -> None:
         self._writing()
-        cursor = self._conn.execute(
+        cursor = self._write(
             "INSERT INTO tasks (description, metadata, priority, status, assigned_to,"
             " assigned_at, accepted_at, generation, retry_count, max_retries,"
             " needed_capabilities, last_error, complete_by, result, tokens_used, submitted_by,"
@@ -323,7 +387,7 @@ class TaskStore:
 
     def update(self, task: TaskRecord) -> None:
         self._writing()
-        self._conn.execute(
+        self._write(
             "UPDATE tasks SET description=?, metadata=?, priority=?, status=?, assigned_to=?,"
             " assigned_at=?, accepted_at=?, generation=?, retry_count=?, max_retries=?,"
             " needed_capabilities=?, last_error=?, complete_by=?, result=?, tokens_used=?,"
@@ -390,6 +454,11 @@ class TaskStore:
             rows = self._conn.execute(sql, [*way_params, *way_params, *limit_params])
         return [_from_row(row) for row in rows]
 
+    def probe(self, now: int) -> None:
+        """A write of a few bytes: does the store take writes again?"""
+        self._writing()
+        self._write("INSERT OR REPLACE INTO storage_probe (id, probed_at) VALUES (1, ?)", (now,))
+
     def counts(self) -> dict[tuple[TaskStatus, Priority], int]:
         """Tasks per (status, lane); read once at start, then kept up to date in memory."""
         rows = self._conn.execute("SELECT status, priority, count(*) FROM tasks GROUP BY 1, 2")
@@ -430,11 +499,12 @@ class TokenStore:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         token = secrets.token_hex(32)
-        self._conn.execute(
-            "INSERT INTO tokens (token_hash, agent_id, role, token_prefix, created_at)"
-            " VALUES (?,?,?,?,?)",
-            (hash_token(token), agent_id, role, token[:TOKEN_PREFIX_CHARS], now),
-        )
+        with _full_is_storage_full():
+            self._conn.execute(
+                "INSERT INTO tokens (token_hash, agent_id, role, token_prefix, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (hash_token(token), agent_id, role, token[:TOKEN_PREFIX_CHARS], now),
+            )
         return token
 
     def all(self) -> dict[str, TokenInfo]:
@@ -445,7 +515,8 @@ class TokenStore:
         return {h: TokenInfo(agent_id, role, prefix) for h, agent_id, role, prefix in rows}
 
     def revoke(self, agent_id: str) -> int:
-        return self._conn.execute("DELETE FROM tokens WHERE agent_id=?", (agent_id,)).rowcount
+        with _full_is_storage_full():
+            return self._conn.execute("DELETE FROM tokens WHERE agent_id=?", (agent_id,)).rowcount
 
     def close(self) -> None:
         self._conn.close()

@@ -16,6 +16,14 @@ that block on its replies cannot deadlock with it.
 Who may see a task is decided here too (``visible_to``): an agent token sees
 the tasks it submitted or holds (held last); the HTTP layer passes None for
 roles that read everything.
+
+A full disk is an episode, not an error per request: the first write that
+fails raises ``StorageFull`` (a refusal: memory goes back to what the store
+holds), a warning is logged once, and until a write succeeds again each
+message is committed on its own, so each refused request fails alone and
+quietly. Fire-and-forget writes (progress, sweeps, death notices) are dropped
+meanwhile; the sweep redoes what is due. The sweep also probes the store, so
+the episode ends, and the scheduler is nudged, without waiting for traffic.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 import pykka
 import pykka.messages
 import structlog
+from pykka.messages import ProxyCall
 
 from agentcom.actors.base import BatchingActor
 from agentcom.clock import Clock, now_ms
@@ -43,6 +52,7 @@ from agentcom.messages import (
     IdleAgent,
     Priority,
     ReclaimCause,
+    StorageFull,
     TaskAssigned,
     TaskCompleted,
     TaskDeadLettered,
@@ -57,6 +67,15 @@ from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 log = structlog.get_logger(__name__)
 
 _STOP_CAUSES = {ReclaimCause.DISCONNECTED, ReclaimCause.REPLACED, ReclaimCause.CRASHED}
+
+# While the store is full, what these return when their write is refused: the
+# scheduler must not see an error for a round that assigns nothing, and nobody
+# waits for the others (their work is redone by the sweep).
+_ANSWER_WHEN_FULL: dict[str, Any] = {"assign_next": [], "progress": None, "sweep": 0}
+
+
+def _method(message: Any) -> str | None:
+    return message.attr_path[-1] if isinstance(message, ProxyCall) else None
 
 
 def _visible(task: TaskRecord, visible_to: str | None) -> bool:
@@ -73,6 +92,7 @@ class TaskQueue(BatchingActor):
         self._data_dir = data_dir
         self._pubsub = pubsub.proxy()
         self._clock = clock
+        self._full_since: int | None = None  # when the store last refused a write
         self._live: dict[str, TaskRecord] = {}
         self._held_by: dict[str, str] = {}
         self._queued = QueuedIndex()
@@ -107,6 +127,21 @@ class TaskQueue(BatchingActor):
         outbox_before = len(self._outbox)
         try:
             response = super()._handle_receive(message)
+            self._store.end_message(keep=True)
+            if self._full_since is not None and self._store.commit():
+                self._storage_writable()
+        except StorageFull as full:
+            # Whatever this message changed is not stored: memory follows the store.
+            self._store.end_message(keep=False)
+            del self._outbox[outbox_before:]
+            self._load()
+            self._storage_full(full)
+            if isinstance(message, AgentStopped):
+                log.info("reclaim_deferred_storage_full", task_id=message.task_id)
+                return None
+            if (method := _method(message)) in _ANSWER_WHEN_FULL:
+                return _ANSWER_WHEN_FULL[method]
+            raise
         except TaskRefused:
             # Refusals are decided before anything is changed.
             self._store.end_message(keep=False)
@@ -118,13 +153,19 @@ class TaskQueue(BatchingActor):
             del self._outbox[outbox_before:]
             self._load()
             raise
-        self._store.end_message(keep=True)
         return response
 
     def end_batch(self) -> None:
         if not self.actor_stopped.is_set():
             try:
                 self._store.commit()
+            except StorageFull as full:
+                # Nothing of this batch is on disk; its replies fail with this.
+                self._store.rollback()
+                self._outbox.clear()
+                self._load()
+                self._storage_full(full)
+                raise
             except Exception:
                 # Nothing of this batch is on disk: its replies fail (BatchingActor),
                 # its events are not sent, and memory goes back to the store's view.
@@ -141,6 +182,20 @@ class TaskQueue(BatchingActor):
 
     def _publish(self, topic: str, event: object) -> None:
         self._outbox.append((topic, event))
+
+    def _storage_full(self, full: StorageFull) -> None:
+        if self._full_since is None:
+            self._full_since = self._clock()
+            log.warning("storage_full", data_dir=str(self._data_dir), detail=full.detail)
+
+    def _storage_writable(self) -> None:
+        assert self._full_since is not None
+        log.info("storage_writable_again", full_for_ms=self._clock() - self._full_since)
+        self._full_since = None
+        # Rounds that failed meanwhile assigned nothing: have the Scheduler try again.
+        waiting = next((t for t in self._live.values() if t.status is TaskStatus.QUEUED), None)
+        if waiting is not None:
+            self._publish(QUEUE_TOPIC, TaskQueued(waiting.id, "storage_writable"))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AgentStopped):
@@ -289,6 +344,8 @@ class TaskQueue(BatchingActor):
         can meet ends in the dead letter instead of cycling forever.
         """
         now = self._clock()
+        if self._full_since is not None:
+            self._store.probe(now)  # committed on its own: the episode ends if it is stored
         swept = 0
         for task_id in list(self._held_by.values()):
             task = self._live[task_id]

@@ -6,6 +6,9 @@ the table is reloaded whenever SQLite's ``data_version`` says another
 connection committed. The HTTP layer checks tokens against a snapshot of this
 table (``http.auth``), which it renews when the token file changes; that is
 what makes a token created or revoked from the command line count at once.
+
+A write the store refuses for lack of space raises ``StorageFull`` (the HTTP
+layer answers 507) and leaves the table in memory as it was.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import structlog
 
 from agentcom.actors.base import HubActor
 from agentcom.clock import Clock, now_ms
+from agentcom.messages import StorageFull
 from agentcom.store import TOKEN_PREFIX_CHARS, TokenInfo, TokenStore, hash_token, open_tokens_db
 
 log = structlog.get_logger(__name__)
@@ -45,7 +49,11 @@ class TokenRegistry(HubActor):
         return dict(self._by_hash)
 
     def create(self, agent_id: str, role: str) -> str:
-        token = self._tokens.create(agent_id, role, self._clock())
+        try:
+            token = self._tokens.create(agent_id, role, self._clock())
+        except StorageFull:
+            log.warning("token_not_created", agent_id=agent_id, reason="storage_full")
+            raise
         self._by_hash[hash_token(token)] = TokenInfo(agent_id, role, token[:TOKEN_PREFIX_CHARS])
         log.info("token_created", agent_id=agent_id, role=role)
         return token
@@ -58,7 +66,11 @@ class TokenRegistry(HubActor):
         ]
 
     def revoke(self, agent_id: str) -> int:
-        revoked = self._tokens.revoke(agent_id)
+        try:
+            revoked = self._tokens.revoke(agent_id)
+        except StorageFull:
+            log.warning("tokens_not_revoked", agent_id=agent_id, reason="storage_full")
+            raise
         self._by_hash = {h: i for h, i in self._by_hash.items() if i.agent_id != agent_id}
         log.info("tokens_revoked", agent_id=agent_id, count=revoked)
         return revoked

@@ -25,6 +25,7 @@ from agentcom import compact_json, json_input
 from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
+from agentcom.messages import StorageFull
 from agentcom.store import CHANGES_STATE, TokenInfo
 from agentcom.validation import Field, Invalid, check
 
@@ -85,6 +86,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.send_json({"error": e.error, **e.extra}, e.status)
         elif isinstance(e, asyncio.TimeoutError | pykka.Timeout):
             self.send_json({"error": "hub_busy"}, 503)
+        elif isinstance(e, StorageFull):
+            # Expected while the disk is full; TaskQueue logs the episode once.
+            self.send_json({"error": "storage_full"}, 507)
         else:
             super()._handle_request_exception(e)
 
