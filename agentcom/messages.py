@@ -8,6 +8,8 @@ they were armed for, so that a stale tick is recognised and dropped.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -81,6 +83,13 @@ class StorageFull(TaskRefused):
         self.detail = detail
 
 
+class IdempotencyKeyReused(TaskRefused):
+    """An Idempotency-Key already used by this agent, within its lifetime, for another task."""
+
+    def __init__(self) -> None:
+        super().__init__("idempotency_key_reused")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A validated submission."""
@@ -92,6 +101,31 @@ class TaskSpec:
     needed_capabilities: tuple[str, ...] = ()
     max_retries: int = 3
     complete_by: int | None = None
+
+    def fingerprint(self) -> str:
+        """What the submitter asked for (not who), to tell a retry from another task."""
+        asked = [
+            self.description,
+            self.priority.lane,
+            self.metadata or {},
+            list(self.needed_capabilities),
+            self.max_retries,
+            self.complete_by,
+        ]
+        encoded = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """TaskQueue's answer to a submission with an Idempotency-Key.
+
+    ``reply`` is the body of the reply; ``replayed`` says it is the reply to an
+    earlier submission with the same key (no task was queued this time).
+    """
+
+    reply: dict[str, Any]
+    replayed: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,19 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (assigned_to, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_submitter ON tasks (submitted_by, seq);
 
+-- POST /api/tasks with an Idempotency-Key: the reply to the first submission,
+-- written in the same transaction as its task.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    agent_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    PRIMARY KEY (agent_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);
+
 -- One row TaskQueue rewrites to learn whether a full store can write again.
 CREATE TABLE IF NOT EXISTS storage_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -453,6 +466,49 @@ class TaskStore:
             way_params = [visible_to, *params, *limit_params]
             rows = self._conn.execute(sql, [*way_params, *way_params, *limit_params])
         return [_from_row(row) for row in rows]
+
+    # --- idempotency keys --------------------------------------------------------------
+
+    def idempotent_reply(
+        self, agent_id: str, key: str, *, since: int
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(fingerprint, reply) of ``agent_id``'s submission with ``key`` at or after ``since``."""
+        row = self._conn.execute(
+            "SELECT fingerprint, reply FROM idempotency_keys"
+            " WHERE agent_id=? AND key=? AND created_at>=?",
+            (agent_id, key, since),
+        ).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def remember_key(
+        self,
+        agent_id: str,
+        key: str,
+        now: int,
+        task_id: str,
+        fingerprint: str,
+        reply: dict[str, Any],
+    ) -> None:
+        self._writing()
+        self._write(
+            "INSERT OR REPLACE INTO idempotency_keys"
+            " (agent_id, key, created_at, task_id, fingerprint, reply) VALUES (?,?,?,?,?,?)",
+            (agent_id, key, now, task_id, fingerprint, dumps(reply)),
+        )
+
+    def forget_keys_before(self, cutoff: int, limit: int) -> int:
+        """Delete up to ``limit`` keys created before ``cutoff``, oldest first."""
+        expired = self._conn.execute(
+            "SELECT 1 FROM idempotency_keys WHERE created_at<? LIMIT 1", (cutoff,)
+        ).fetchone()
+        if expired is None:
+            return 0  # the common case costs one index probe and no write
+        self._writing()
+        return self._write(
+            "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys"
+            " WHERE created_at<? ORDER BY created_at LIMIT ?)",
+            (cutoff, limit),
+        ).rowcount
 
     def probe(self, now: int) -> None:
         """A write of a few bytes: does the store take writes again?"""

@@ -2,9 +2,9 @@
 
 HTTP handlers and the WebSocket handler call ``check(shape, value)`` before
 anything reaches an actor, so bad input is refused in one place with a message
-that names the field, and no actor ever sees it. Query strings are
-checked here the same way (``task_list_query``, ``page_query``): every value
-bounded, so nothing unchecked reaches SQLite.
+that names the field, and no actor ever sees it. Query strings and headers are
+checked here the same way (``task_list_query``, ``page_query``,
+``idempotency_key``): every value bounded, so nothing unchecked reaches SQLite.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 AGENT_ID_MAX_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
+IDEMPOTENCY_KEY_MAX_CHARS = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ def capability_names(capabilities: list[Any]) -> frozenset[str]:
 # --- query strings and headers ---------------------------------------------------------
 
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only ("²".isdigit() is True); int64 fits
+_IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}")
 
 Query = Mapping[str, Sequence[bytes]]
 """Raw query arguments by name, as Tornado parses them (``request.query_arguments``)."""
@@ -242,3 +244,17 @@ def task_list_query(query: Query) -> TaskListQuery:
         limit=limit,
         cursor=cursor,
     )
+
+
+def idempotency_key(values: Sequence[str]) -> str | None:
+    """The ``Idempotency-Key`` header's value, if given: 1 to 255 printable ASCII characters."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Invalid("invalid_header", "Idempotency-Key must be given at most once")
+    if not _IDEMPOTENCY_KEY.fullmatch(values[0]):
+        raise Invalid(
+            "invalid_header",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters",
+        )
+    return values[0]

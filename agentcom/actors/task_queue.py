@@ -49,10 +49,12 @@ from agentcom.messages import (
     AgentStopped,
     Assignment,
     HeldTask,
+    IdempotencyKeyReused,
     IdleAgent,
     Priority,
     ReclaimCause,
     StorageFull,
+    Submitted,
     TaskAssigned,
     TaskCompleted,
     TaskDeadLettered,
@@ -67,6 +69,11 @@ from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 log = structlog.get_logger(__name__)
 
 _STOP_CAUSES = {ReclaimCause.DISCONNECTED, ReclaimCause.REPLACED, ReclaimCause.CRASHED}
+
+IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
+"""How long an Idempotency-Key returns its first task; older keys are ignored and pruned."""
+KEYS_PRUNED_PER_SUBMIT = 16  # more than one per new key, so pruning keeps up with use
+KEYS_PRUNED_PER_SWEEP = 1_000
 
 # While the store is full, what these return when their write is refused: the
 # scheduler must not see an error for a round that assigns nothing, and nobody
@@ -87,11 +94,18 @@ class TaskQueue(BatchingActor):
     # stopping the queue for it would stop every submitter and agent.
     survives_failed_tells = True
 
-    def __init__(self, data_dir: Path, pubsub: pykka.ActorRef[Any], clock: Clock = now_ms) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        pubsub: pykka.ActorRef[Any],
+        clock: Clock = now_ms,
+        idempotency_ttl_ms: int = IDEMPOTENCY_TTL_MS,
+    ) -> None:
         super().__init__()
         self._data_dir = data_dir
         self._pubsub = pubsub.proxy()
         self._clock = clock
+        self._idempotency_ttl_ms = idempotency_ttl_ms
         self._full_since: int | None = None  # when the store last refused a write
         self._live: dict[str, TaskRecord] = {}
         self._held_by: dict[str, str] = {}
@@ -205,7 +219,34 @@ class TaskQueue(BatchingActor):
     # --- requests from submitters and operators -----------------------------------
 
     def submit(self, spec: TaskSpec) -> dict[str, Any]:
+        return self._submit(spec, self._clock())
+
+    def submit_once(self, spec: TaskSpec, key: str) -> Submitted:
+        """Submit, unless ``spec.submitted_by`` used ``key`` within the key's lifetime.
+
+        Then the answer is that first submission's reply, and nothing is queued;
+        the same key for a different task is refused (``IdempotencyKeyReused``).
+        Handled one message at a time, two concurrent requests with one key
+        make one task. The key is stored in the task's transaction.
+        """
         now = self._clock()
+        fingerprint = spec.fingerprint()
+        cutoff = now - self._idempotency_ttl_ms
+        earlier = self._store.idempotent_reply(spec.submitted_by, key, since=cutoff + 1)
+        if earlier is not None:
+            if earlier[0] != fingerprint:
+                raise IdempotencyKeyReused()
+            reply = earlier[1]
+            log.info(
+                "task_submission_replayed", task_id=reply["task_id"], agent_id=spec.submitted_by
+            )
+            return Submitted(reply, replayed=True)
+        reply = self._submit(spec, now)
+        self._store.remember_key(spec.submitted_by, key, now, reply["task_id"], fingerprint, reply)
+        self._store.forget_keys_before(cutoff + 1, KEYS_PRUNED_PER_SUBMIT)
+        return Submitted(reply, replayed=False)
+
+    def _submit(self, spec: TaskSpec, now: int) -> dict[str, Any]:
         task = TaskRecord(
             id=f"task-{secrets.token_hex(8)}",
             description=spec.description,
@@ -344,6 +385,7 @@ class TaskQueue(BatchingActor):
         can meet ends in the dead letter instead of cycling forever.
         """
         now = self._clock()
+        self._store.forget_keys_before(now - self._idempotency_ttl_ms + 1, KEYS_PRUNED_PER_SWEEP)
         if self._full_since is not None:
             self._store.probe(now)  # committed on its own: the episode ends if it is stored
         swept = 0

@@ -1,7 +1,7 @@
 """Task routes: submit, read, list, stats, dead letter, retry.
 
-Every query value is checked (``validation``) before TaskQueue is asked
-anything. An ``agent`` token reads
+Every query value and the ``Idempotency-Key`` header are checked
+(``validation``) before TaskQueue is asked anything. An ``agent`` token reads
 and retries only the tasks it submitted or holds (TaskQueue filters by
 ``TokenInfo.task_scope``); any other task is "not found" to it, exactly as an
 unknown id, so that it learns nothing of other agents' work.
@@ -10,13 +10,24 @@ unknown id, so that it learns nothing of other agents' work.
 from __future__ import annotations
 
 from agentcom.http.base import BaseHandler, HttpError
-from agentcom.messages import Priority, TaskSpec
-from agentcom.validation import TASK_SUBMISSION, Invalid, TaskListQuery, page_query, task_list_query
+from agentcom.messages import IdempotencyKeyReused, Priority, Submitted, TaskSpec
+from agentcom.validation import (
+    TASK_SUBMISSION,
+    Invalid,
+    TaskListQuery,
+    idempotency_key,
+    page_query,
+    task_list_query,
+)
 
 
 class TasksHandler(BaseHandler):
     async def post(self) -> None:
         submitter = await self.authenticate()
+        try:
+            key = idempotency_key(self.request.headers.get_list("Idempotency-Key"))
+        except Invalid as invalid:
+            raise HttpError(400, str(invalid)) from None
         body = self.json_body(TASK_SUBMISSION)
         spec = TaskSpec(
             description=body["description"],
@@ -27,7 +38,16 @@ class TasksHandler(BaseHandler):
             max_retries=3 if body.get("max_retries") is None else body["max_retries"],
             complete_by=body.get("complete_by"),
         )
-        self.send_json(await self.ask(self.services.task_queue.submit(spec)), 201)
+        if key is None:
+            self.send_json(await self.ask(self.services.task_queue.submit(spec)), 201)
+            return
+        try:
+            submitted: Submitted = await self.ask(self.services.task_queue.submit_once(spec, key))
+        except IdempotencyKeyReused:
+            raise HttpError(422, "idempotency_key_reused") from None
+        if submitted.replayed:
+            self.set_header("Idempotent-Replayed", "true")
+        self.send_json(submitted.reply, 200 if submitted.replayed else 201)
 
     async def get(self) -> None:
         reader = await self.authenticate()

@@ -1,4 +1,4 @@
-"""Query values are checked at the edge, before any actor."""
+"""Query values and the Idempotency-Key header are checked at the edge, before any actor."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from agentcom.store import TokenInfo
 from agentcom.validation import (
     INT64_MAX,
     Invalid,
+    idempotency_key,
     page_query,
     task_list_query,
 )
@@ -89,6 +90,22 @@ def test_filters_are_checked_and_empty_ones_ignored() -> None:
         with pytest.raises(Invalid, match=f"invalid_query: {name}"):
             task_list_query(query(**{name: bad}))
     assert task_list_query(query(assigned_to="x" * 255)).assigned_to == "x" * 255
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[""], ["x" * 256], ["caf\xe9"], ["tab\there"], ["new\nline"], ["\x7f"], ["a", "b"]],
+    ids=["empty", "256-chars", "latin-1", "tab", "newline", "del", "twice"],
+)
+def test_a_bad_idempotency_key_is_refused(values: list[str]) -> None:
+    with pytest.raises(Invalid, match="invalid_header: Idempotency-Key"):
+        idempotency_key(values)
+
+
+def test_a_good_idempotency_key_is_taken_as_is() -> None:
+    assert idempotency_key([]) is None
+    assert idempotency_key(["order 42/retry ~!"]) == "order 42/retry ~!"
+    assert idempotency_key(["k" * 255]) == "k" * 255
 
 
 # --- over HTTP, with a TaskQueue that must never be asked --------------------------------

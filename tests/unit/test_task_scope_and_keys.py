@@ -1,4 +1,4 @@
-"""TaskQueue: who sees which task, and pages."""
+"""TaskQueue: who sees which task, pages, and Idempotency-Keys (with a hand-moved clock)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from agentcom.messages import IdleAgent, TaskSpec, TaskStatus
+import pykka
+import pytest
+
+from agentcom.actors.task_queue import IDEMPOTENCY_TTL_MS, TaskQueue
+from agentcom.messages import IdempotencyKeyReused, IdleAgent, TaskSpec, TaskStatus
 from agentcom.store import TaskStore, open_tasks_db
+
+from .conftest import ManualClock
 
 
 def submit(task_queue: Any, by: str, description: str = "work", **fields: Any) -> str:
@@ -86,3 +92,64 @@ def test_an_agents_listing_reads_only_its_own_index_ranges(tmp_path: Path) -> No
         ), plan
         assert "tasks_by_assignee" in plan, plan
         assert "SCAN tasks" not in plan, plan
+
+
+# --- Idempotency-Key -------------------------------------------------------------------------
+
+
+def once(task_queue: Any, by: str, key: str, description: str = "work") -> Any:
+    return task_queue.submit_once(TaskSpec(description, by), key).get(timeout=5)
+
+
+def test_a_key_returns_the_first_reply_for_its_agent_only(task_queue: Any) -> None:
+    first = once(task_queue, "alice", "k1")
+    again = once(task_queue, "alice", "k1")
+    other_agent = once(task_queue, "bob", "k1")
+
+    assert not first.replayed and again.replayed and not other_agent.replayed
+    assert again.reply == first.reply
+    assert other_agent.reply["task_id"] != first.reply["task_id"]
+    assert task_queue.stats().get(timeout=5)["by_status"]["queued"] == 2
+
+
+def test_a_key_used_for_another_task_is_refused(task_queue: Any) -> None:
+    once(task_queue, "alice", "k1", "first")
+    with pytest.raises(IdempotencyKeyReused):
+        once(task_queue, "alice", "k1", "something else")
+    assert task_queue.stats().get(timeout=5)["by_status"]["queued"] == 1
+
+
+def test_keys_expire_after_a_day_and_are_pruned(
+    tmp_path: Path, pubsub_ref: pykka.ActorRef[Any], clock: ManualClock
+) -> None:
+    task_queue = TaskQueue.start(tmp_path, pubsub_ref, clock).proxy()
+    first = once(task_queue, "alice", "old")
+    clock.advance(IDEMPOTENCY_TTL_MS - 1)
+    assert once(task_queue, "alice", "old").replayed, "still within 24 h"
+    for n in range(3):
+        once(task_queue, "alice", f"also-old-{n}")
+    clock.advance(1)
+
+    renewed = once(task_queue, "alice", "old")
+    assert not renewed.replayed
+    assert renewed.reply["task_id"] != first.reply["task_id"]
+
+    def keys() -> set[str]:
+        with sqlite3.connect(tmp_path / "tasks.sqlite3") as reader:
+            return {row[0] for row in reader.execute("SELECT key FROM idempotency_keys")}
+
+    assert keys() == {"old", "also-old-0", "also-old-1", "also-old-2"}
+    clock.advance(IDEMPOTENCY_TTL_MS)
+    task_queue.sweep(60_000, 60_000).get(timeout=5)
+    assert keys() == set(), "the sweep prunes what expired"
+
+
+def test_keys_survive_a_restart(
+    tmp_path: Path, pubsub_ref: pykka.ActorRef[Any], clock: ManualClock
+) -> None:
+    first_queue = TaskQueue.start(tmp_path, pubsub_ref, clock)
+    first = once(first_queue.proxy(), "alice", "k")
+    first_queue.stop()
+
+    again = once(TaskQueue.start(tmp_path, pubsub_ref, clock).proxy(), "alice", "k")
+    assert again.replayed and again.reply == first.reply
