@@ -1,4 +1,8 @@
-"""`python -m agentcom.worker`: read the settings, take the state lock, run the worker."""
+"""`python -m agentcom.worker`: read the settings, take the state lock, run the worker.
+
+Once the settings hold the token, it is dropped from `os.environ`; commands
+never get it either way (see `environment`).
+"""
 
 from __future__ import annotations
 

@@ -7,8 +7,11 @@ or `AGENTCOM_WORKER_CONFIG` (JSON, or TOML when the name ends in `.toml`; keys
 are the flag names with underscores: `task_timeout = 600`). Then the default.
 
 All three sources go through the same converter per option, so a bad value is
-reported the same way wherever it came from, naming that source. This module
-only reads and checks settings; it starts nothing.
+reported the same way wherever it came from, naming that source. Settings that
+would be unsafe are refused here, before anything starts: ws:// to another
+machine without --insecure, a --pass-env naming one of the worker's own
+variables, a wake command that expects the task's text pasted into it. This
+module only reads and checks settings; it starts nothing.
 """
 
 from __future__ import annotations
@@ -242,7 +245,8 @@ OPTIONS: tuple[_Option, ...] = (
         "results_dir",
         _path,
         "sidecar mode, with --wake-command: directory where the agent writes TASK_ID.started "
-        'when it begins and TASK_ID.json ({"status": "success", ...}) when it is done',
+        'when it begins and TASK_ID.json ({"status": "success", ...}) when it is done; '
+        "created owner-only (0700) if missing",
         "DIR",
         is_path=True,
     ),
@@ -271,7 +275,7 @@ OPTIONS: tuple[_Option, ...] = (
         "state_dir",
         _path,
         "where the worker records the task it holds, to recover it after a crash; created "
-        "if missing (default: ./agentcom-worker-state)",
+        "owner-only (0700) if missing, its files 0600 (default: ./agentcom-worker-state)",
         "DIR",
         default=Path("agentcom-worker-state"),
         is_path=True,
