@@ -37,6 +37,7 @@ from agentcom.messages import (
     ConnectionClosed,
     IdleDue,
     ReclaimCause,
+    StorageFull,
     TaskReclaimed,
     TaskRefused,
 )
@@ -49,6 +50,7 @@ UNRESPONSIVE = "unresponsive"
 BUSY = "busy"
 BUSY_BACKOFF_MS = 1_000
 MAX_BUSY_BACKOFF_MS = 30_000
+STORAGE_RETRY_MS = 1_000  # when the store is full, how soon to retry a timed-out reclaim
 
 
 _REFUSED = object()  # what _answer returns once it has told the agent why not
@@ -300,9 +302,16 @@ class AgentFSM(HubActor):
             or generation != self.generation
         ):
             return  # stale: accepted, finished or replaced since the timer was armed
-        self._task_queue.reclaim(task_id, generation, ReclaimCause.ACCEPTANCE_TIMEOUT).get(
-            timeout=REPLY_TIMEOUT_S
-        )
+        try:
+            self._task_queue.reclaim(task_id, generation, ReclaimCause.ACCEPTANCE_TIMEOUT).get(
+                timeout=REPLY_TIMEOUT_S
+            )
+        except StorageFull:
+            # Nothing was taken back; try again soon rather than crash the FSM
+            # (and close the agent's socket) over a full disk.
+            self.log.warning("acceptance_timeout_deferred", task_id=task_id, reason="storage_full")
+            self._arm_acceptance(STORAGE_RETRY_MS)
+            return
         self.flags.add(UNRESPONSIVE)
         self.log.warning("acceptance_timed_out", task_id=task_id, generation=generation)
         self._finished(task_id)

@@ -128,7 +128,14 @@ class Scheduler(HubActor):
         if not offered:
             return
         candidates = [IdleAgent(w.agent.agent_id, w.agent.capabilities) for w in offered]
-        assignments: list[Assignment] = self._task_queue.assign_next(candidates).get()
+        try:
+            assignments: list[Assignment] = self._task_queue.assign_next(candidates).get()
+        except Exception:
+            # The batch holding this request failed to commit (a full disk): no
+            # assignment was made. Pykka would stop the Scheduler for good; the
+            # next TaskQueued or AgentIdle starts another round.
+            log.warning("matching_round_failed", exc_info=True)
+            return
         if len(assignments) == len(offered) and len(self._idle) > len(offered):
             self._want_round()  # every agent offered got work: there may be more for the rest
         for assignment in assignments:

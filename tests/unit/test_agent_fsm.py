@@ -1,10 +1,12 @@
 import time
+from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
 
 from agentcom.actors.agent_fsm import TRANSITIONS, AgentFSM, FsmState, InvalidTransition
+from agentcom.actors.task_queue import TaskQueue
 from agentcom.clock import Clock, now_ms
 from agentcom.messages import (
     AGENTS_TOPIC,
@@ -19,6 +21,8 @@ from agentcom.messages import (
     AssignmentMade,
     ConnectionClosed,
     IdleAgent,
+    ReclaimCause,
+    StorageFull,
     TaskSpec,
 )
 from agentcom.timers import Timers
@@ -304,3 +308,33 @@ def test_an_agent_that_says_busy_is_not_offered_work_again_at_once(
     assert link.next_frame()["status"] == "rejected"
     next_of(idle_events, AgentIdle)
     assert time.monotonic() - rejected_at >= 0.9, "idle announced before the busy backoff"
+
+
+class FullOnceTaskQueue(TaskQueue):
+    """The real TaskQueue whose first reclaim meets a full disk."""
+
+    refused = 0
+
+    def reclaim(self, task_id: str, generation: int, cause: ReclaimCause) -> bool:
+        if FullOnceTaskQueue.refused == 0:
+            FullOnceTaskQueue.refused += 1
+            raise StorageFull()
+        return super().reclaim(task_id, generation, cause)
+
+
+def test_an_acceptance_timeout_on_a_full_disk_is_retried_not_a_crash(
+    tmp_path: Path, pubsub_ref: Any, timers: Timers, idle_events: Any
+) -> None:
+    FullOnceTaskQueue.refused = 0
+    queue_ref = FullOnceTaskQueue.start(tmp_path, pubsub_ref, now_ms)
+    link = FakeLink()
+    fsm = start_fsm(queue_ref, pubsub_ref, timers, link, acceptance_timeout_ms=100)
+    next_of(idle_events, AgentIdle)
+    frame = offer(queue_ref.proxy(), fsm, link)
+
+    flagged = next_of(idle_events, AgentIdle)  # idle again once the retried reclaim went through
+
+    assert FullOnceTaskQueue.refused == 1
+    assert flagged.unresponsive and fsm.is_alive()
+    task = queue_ref.proxy().get(frame["task_id"]).get(timeout=5)
+    assert task["history"][-1]["details"]["cause"] == "acceptance_timeout"

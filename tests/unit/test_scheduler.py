@@ -66,11 +66,12 @@ class Rig:
         pubsub_ref: pykka.ActorRef[Any],
         timers: Timers,
         timing: SchedulerTiming,
+        queue_class: type[CountingTaskQueue] = CountingTaskQueue,
     ) -> None:
         CountingTaskQueue.rounds = 0
         CountingTaskQueue.most_offered = 0
         self.pubsub_ref = pubsub_ref
-        self.queue_ref = CountingTaskQueue.start(tmp_path, pubsub_ref, ManualClock())
+        self.queue_ref = queue_class.start(tmp_path, pubsub_ref, ManualClock())
         self.task_queue = self.queue_ref.proxy()
         self.scheduler_ref = Scheduler.start(self.queue_ref, pubsub_ref, timers, timing)
         self.scheduler_ref.proxy().idle_agents().get(timeout=5)  # subscribed: on_start is done
@@ -223,3 +224,30 @@ def test_a_round_offers_a_bounded_number_of_agents_and_rounds_chain_until_done(r
     offered_to = {rig.next_offer()[0] for _ in range(many)}
     assert len(offered_to) == many, "every idle agent got one task"
     assert CountingTaskQueue.most_offered <= OFFER_PER_GROUP
+
+
+class FailingOnceTaskQueue(CountingTaskQueue):
+    """The real TaskQueue whose first matching round fails, as when the commit of the
+    batch holding it fails (a full disk): every reply of that batch is an error."""
+
+    failed = False
+
+    def assign_next(self, agents: Any) -> list[Assignment]:
+        if not FailingOnceTaskQueue.failed:
+            FailingOnceTaskQueue.failed = True
+            raise RuntimeError("the batch holding this round was not committed")
+        return super().assign_next(agents)
+
+
+def test_a_failed_matching_round_does_not_stop_the_scheduler(
+    tmp_path: Path, pubsub_ref: pykka.ActorRef[Any], timers: Timers
+) -> None:
+    FailingOnceTaskQueue.failed = False
+    rig = Rig(tmp_path, pubsub_ref, timers, LONG, FailingOnceTaskQueue)
+    rig.agent("a1")
+    rig.submit("first")  # its round fails
+    rig.settle()
+    assert FailingOnceTaskQueue.failed
+    assert rig.scheduler_ref.is_alive()
+    rig.submit("second")  # the next event starts a round that works
+    assert rig.next_offer() == ("a1", "first")
