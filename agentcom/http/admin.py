@@ -24,4 +24,6 @@ class TokenHandler(BaseHandler):
         await self.authenticate(admin=True)
         if not await self.ask(self.services.tokens.revoke(agent_id)):
             raise HttpError(404, "token_not_found")
+        # Close the agent's sockets before answering, not at the next token check.
+        await self.services.token_check.refresh()
         self.send_json({"status": "revoked"})

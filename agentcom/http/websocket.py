@@ -44,7 +44,7 @@ from agentcom.messages import (
     AgentRejected,
     AgentReportedProgress,
 )
-from agentcom.store import TokenInfo, hash_token
+from agentcom.store import CHANGES_STATE, TokenInfo, hash_token
 from agentcom.validation import FRAMES, Invalid, capability_names, check
 
 log = structlog.get_logger(__name__)
@@ -253,6 +253,10 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             return
         if info.agent_id != frame["agent_id"]:
             self._error("token_agent_mismatch")
+            return
+        if info.role not in CHANGES_STATE:
+            # Taking and finishing tasks changes them; a viewer changes nothing.
+            self._error("forbidden", "a viewer token cannot identify as an agent")
             return
         capabilities = frame.get("capabilities") or []
         identity = Identity(

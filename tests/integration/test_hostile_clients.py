@@ -362,3 +362,13 @@ def test_the_hub_serves_https_and_wss_with_a_certificate(
         with contextlib.closing(_connect(hub.port)) as plain:
             plain.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert _closed_by_peer(plain, timeout=5)  # plain HTTP gets no answer on a TLS port
+
+
+def test_a_revoked_agent_gets_no_task_submitted_right_after_the_revocation(hub: Any) -> None:
+    agent = hub.agent("a1")
+    agent.round_trip()
+    assert hub.api("DELETE", "/admin/tokens/a1", token=hub.admin_token).status == 200
+    task_id = hub.submit()  # at once: before the hub's periodic look at the token file
+    assert agent.wait_closed() == 4001
+    assert agent.pending("task_assign") == []
+    assert hub.task(task_id)["status"] == "queued"

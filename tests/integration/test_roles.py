@@ -149,11 +149,6 @@ def test_viewer_tokens_come_from_the_admin_route_and_the_cli(hub):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs agentcom/http/websocket.py to refuse viewer tokens at identify"
-    " (docs/protocol.md, Roles); remove this mark once it does",
-)
 def test_a_viewer_token_cannot_connect_as_an_agent(hub, tokens):
     answer = hub.socket().identify("watcher", tokens["watcher"])
     assert answer["type"] == "error", answer
