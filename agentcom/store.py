@@ -2,10 +2,10 @@
 
 Tasks and tokens live in two files. Each owner opens its own connection:
 TaskQueue (``open_tasks_db``) and TokenRegistry (``open_tokens_db``) in their
-actor threads, the ``token`` CLI in its process. WAL lets them share the
+actor threads, the ``token`` CLI in its process. WAL lets them share a
 file; ``synchronous=FULL`` makes every commit survive power loss, which is what
-"on disk before the reply" means. Callers decide when to commit (TaskQueue
-groups a batch of changes into one commit).
+"on disk before the reply" means. Callers decide when to commit: a batching
+actor groups a batch of changes into one commit (``GroupCommitStore``).
 
 The data dir and every file in it are its owner's only (0700 / 0600, whatever
 the umask; looser modes found at start are tightened). A write that fails
@@ -78,8 +78,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (agent_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);
+"""
 
--- One row TaskQueue rewrites to learn whether a full store can write again.
+PROBE_SCHEMA = """
+-- One row a batching actor rewrites to learn whether a full store can write again.
 CREATE TABLE IF NOT EXISTS storage_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     probed_at INTEGER NOT NULL
@@ -111,7 +113,7 @@ _SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
 def open_tasks_db(data_dir: Path) -> sqlite3.Connection:
-    return _open(data_dir, TASKS_DB, _TASKS_SCHEMA)
+    return _open(data_dir, TASKS_DB, _TASKS_SCHEMA + PROBE_SCHEMA)
 
 
 def open_tokens_db(data_dir: Path) -> sqlite3.Connection:
@@ -312,8 +314,15 @@ def _from_row(row: tuple[Any, ...]) -> TaskRecord:
     )
 
 
-class TaskStore:
-    """Task rows. Writes join the caller's open transaction (``begin``/``commit``).
+class GroupCommitStore:
+    """Writes that join one transaction per batch, each message's in its own savepoint.
+
+    The mechanics every batching actor's store shares (TaskStore, and
+    MessageStore in ``agentcom.message_store``): the actor handles a batch of
+    messages, calls ``end_message`` after each (keep or undo what it wrote),
+    then ``commit`` once for the batch. A message that only reads opens
+    nothing. Subclasses call ``_writing()`` before their first write and
+    write through ``_write``.
 
     A full store raises ``StorageFull``. SQLite may then roll back the whole
     transaction, writes of earlier messages of the batch included: the store
@@ -327,7 +336,7 @@ class TaskStore:
         self._kept = False  # the open transaction holds writes of finished messages
         self._lost = False  # ... and a failed write made SQLite roll them back
 
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         try:
             return self._conn.execute(sql, params)
         except sqlite3.OperationalError as error:
@@ -385,6 +394,16 @@ class TaskStore:
             self._conn.execute("ROLLBACK TO message")
         self._conn.execute("RELEASE message")
         self._kept = self._kept or keep
+
+    def probe(self, now: int) -> None:
+        """A write of a few bytes: does the store take writes again?"""
+        self._writing()
+        self._write("INSERT OR REPLACE INTO storage_probe (id, probed_at) VALUES (1, ?)", (now,))
+
+
+class TaskStore(GroupCommitStore):
+    """Task rows and idempotency keys. Writes join the caller's open transaction
+    (``begin``/``commit``, see ``GroupCommitStore``)."""
 
     def insert(self, task: TaskRecord) -> None:
         self._writing()
@@ -509,11 +528,6 @@ class TaskStore:
             " WHERE created_at<? ORDER BY created_at LIMIT ?)",
             (cutoff, limit),
         ).rowcount
-
-    def probe(self, now: int) -> None:
-        """A write of a few bytes: does the store take writes again?"""
-        self._writing()
-        self._write("INSERT OR REPLACE INTO storage_probe (id, probed_at) VALUES (1, ?)", (now,))
 
     def counts(self) -> dict[tuple[TaskStatus, Priority], int]:
         """Tasks per (status, lane); read once at start, then kept up to date in memory."""
