@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from agentcom.messages import Retention
+
 MAX_MESSAGE_BYTES = 1024 * 1024
 """Largest HTTP body or WebSocket frame the hub accepts (PROTOCOL.md: 1 MiB)."""
 
@@ -33,10 +35,18 @@ class HubConfig:
     keyfile: Path | None = None
     log_level: str = "info"
     log_format: str = "console"
+    mailbox_max: int = 1000
+    mailbox_ttl_ms: int = 7 * 24 * 60 * 60 * 1000
+    channel_history_max: int = 1000
 
     @property
     def tls(self) -> bool:
         return self.certfile is not None
+
+    @property
+    def retention(self) -> Retention:
+        """What PostOffice keeps, at start (``PUT /api/config/mailbox-retention`` may change it)."""
+        return Retention(self.mailbox_max, self.mailbox_ttl_ms, self.channel_history_max)
 
 
 _ENV_PREFIX = "AGENTCOM_"
@@ -48,6 +58,11 @@ _TIMING_HELP = {
     "ping_timeout_ms": "a connection silent for this long is closed and treated as dead",
     "identify_timeout_ms": "a socket that has not identified within this is closed",
     "http_timeout_ms": "an HTTP connection idle, or slow to send its headers or body, is closed",
+    "mailbox_ttl_ms": "a mailbox message unread for this long is dropped (and counted as evicted)",
+}
+_COUNT_HELP = {
+    "mailbox_max": "messages a mailbox keeps; past it the oldest are dropped (and counted)",
+    "channel_history_max": "messages a channel's history keeps; past it the oldest are dropped",
 }
 _PATHS = ("data_dir", "certfile", "keyfile")
 
@@ -70,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help=f"store directory (default ./{defaults.data_dir})"
     )
     for name, text in _TIMING_HELP.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            help=f"{text} (default {getattr(defaults, name)}, env {_env_name(name)})",
+        )
+    for name, text in _COUNT_HELP.items():
         parser.add_argument(
             "--" + name.replace("_", "-"),
             type=int,
@@ -114,6 +135,9 @@ def config_from_args(argv: Sequence[str], environ: Mapping[str, str] = os.enviro
     for name in _TIMING_HELP:
         if getattr(config, name) <= 0:
             parser.error(f"{name} must be a positive number of milliseconds")
+    for name in _COUNT_HELP:
+        if getattr(config, name) <= 0:
+            parser.error(f"{name} must be a positive integer")
     if config.max_connections_per_ip < 0:
         parser.error("max_connections_per_ip must be 0 (no cap) or more")
     if (config.certfile is None) != (config.keyfile is None):

@@ -1,4 +1,5 @@
-"""Frozen dataclasses that cross threads: task specs, events, death notices, timer ticks.
+"""Frozen dataclasses that cross threads: task specs, messages between agents, events,
+death notices, timer ticks.
 
 Events are past-tense facts published on a PubSub topic; death notices are told
 directly to watchers (never through PubSub, so that they stay ordered with the
@@ -12,14 +13,18 @@ import hashlib
 import json
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
+
+if TYPE_CHECKING:
+    from agentcom.actors.agent_fsm import AgentLink
 
 QUEUE_TOPIC = "queue"  # TaskQueued: what the Scheduler listens to
 TASKS_TOPIC = "tasks"  # every other change to a task
 RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed: for the holder's FSM, through Presence
 AGENTS_TOPIC = "agents"
+MESSAGES_TOPIC = "messages"  # MessageSent, ChannelPublished: published by PostOffice
 
 
 class Priority(IntEnum):
@@ -321,3 +326,83 @@ class ScheduleDue:
 @dataclass(frozen=True, slots=True)
 class SweepDue:
     pass
+
+
+# --- messages between agents (PostOffice) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much PostOffice keeps: hub settings (``HubConfig.retention``)."""
+
+    mailbox_max: int  # entries per mailbox; the oldest are dropped past it
+    mailbox_ttl_ms: int  # an entry older than this is dropped
+    channel_history_max: int  # entries per channel history; the oldest are dropped past it
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A message as its sender submits it, validated at the edge."""
+
+    sender: str  # always the token's agent id, whatever the body says
+    to: str | None  # None: a broadcast ("broadcast", null and missing all mean None)
+    type: str  # "chat" when the sender gave none
+    payload: Any  # any JSON value; the edge turns null into {}
+    reply_to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Who is reading messages, for privacy: ``sees_all`` for admin and viewer tokens."""
+
+    agent_id: str
+    sees_all: bool
+
+
+class MessageRefused(Exception):
+    """PostOffice refuses a request and nothing changed; the edge answers ``error`` with
+    ``status``: unknown_recipient 404, channel_not_found 404, message_not_found 404,
+    channel_exists 409, forbidden 403."""
+
+    def __init__(self, error: str, status: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOnline:
+    """Told to PostOffice by an AgentFSM right after it sent "identified" on ``link``.
+
+    PostOffice pushes to the agent through ``link`` from then on (its mailbox
+    first), until the AgentStopped of the same ``fsm_urn``.
+    """
+
+    agent_id: str
+    fsm_urn: str
+    link: AgentLink
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxSweepDue:
+    """Time to drop mailbox entries older than the mailbox TTL."""
+
+
+# --- events on MESSAGES_TOPIC (published by PostOffice after the commit) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """A direct message (``to`` set) or a broadcast (``to`` None) was stored and pushed."""
+
+    message_id: str
+    sender: str
+    to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPublished:
+    message_id: str
+    channel: str
+    sender: str
+    seq: int
