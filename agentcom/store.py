@@ -1,8 +1,9 @@
 """SQLite schema and queries: tasks (with their history) and hashed tokens. No threads.
 
-Tasks and tokens live in two files. Each owner opens its own connection:
-TaskQueue (``open_tasks_db``) and TokenRegistry (``open_tokens_db``) in their
-actor threads, the ``token`` CLI in its process. WAL lets them share a
+Tasks, tokens and messages live in three files. Each owner opens its own
+connection: TaskQueue (``open_tasks_db``), TokenRegistry (``open_tokens_db``)
+and PostOffice (``open_messages_db``; its tables are in ``message_store``) in
+their actor threads, the ``token`` CLI in its process. WAL lets them share a
 file; ``synchronous=FULL`` makes every commit survive power loss, which is what
 "on disk before the reply" means. Callers decide when to commit: a batching
 actor groups a batch of changes into one commit (``GroupCommitStore``).
@@ -37,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 TASKS_DB = "tasks.sqlite3"
 TOKENS_DB = "tokens.sqlite3"
+MESSAGES_DB = "messages.sqlite3"
 
 _TASKS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -114,6 +116,15 @@ _SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 def open_tasks_db(data_dir: Path) -> sqlite3.Connection:
     return _open(data_dir, TASKS_DB, _TASKS_SCHEMA + PROBE_SCHEMA)
+
+
+def open_messages_db(data_dir: Path) -> sqlite3.Connection:
+    # A file of its own: message commits and task commits do not wait on each
+    # other's write lock and fsync. (message_store builds on this module, so its
+    # schema is imported when called.)
+    from agentcom.message_store import MESSAGES_SCHEMA
+
+    return _open(data_dir, MESSAGES_DB, MESSAGES_SCHEMA + PROBE_SCHEMA)
 
 
 def open_tokens_db(data_dir: Path) -> sqlite3.Connection:
