@@ -14,15 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentcom.messages import Priority, TaskStatus
+from agentcom import compact_json
+from agentcom.messages import Letter, Priority, TaskStatus
 from agentcom.store import ROLES
 
 
 class Invalid(Exception):
-    """``str()`` is the error reply: the error (``missing_field``, ...) and its detail."""
+    """``str()`` is the error reply: the error (``missing_field``, ...) and its detail.
 
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
+    Errors the contract names as they are (``invalid_channel_name``,
+    ``payload_too_large``) have no detail: ``str()`` is then the bare ``code``.
+    """
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -131,6 +137,145 @@ TOKEN_REQUEST = (
 _TASK_ID = Field("task_id", "string", required=True, rule=_non_empty, rule_text="must not be empty")
 _GENERATION = Field("generation", "integer", required=True)
 
+# --- messages and channels (PROTOCOL.md Part 2) --------------------------------------
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""Largest message payload: the length of its compact JSON encoding (as it is stored)."""
+PAYLOAD_TOO_LARGE = "payload_too_large"
+INVALID_CHANNEL_NAME = "invalid_channel_name"
+BROADCAST = "broadcast"
+"""A ``to`` of "broadcast" (or null, or none) sends to every agent."""
+MESSAGE_TYPE_MAX_CHARS = 255
+MESSAGE_ID_MAX_CHARS = 255
+"""Ids the hub makes are 16 hex characters; a ``reply_to`` may name any id up to this."""
+CHANNEL_DESCRIPTION_MAX_CHARS = 1_024
+DEFAULT_CHANNEL_PAGE = 50
+MAX_CHANNEL_PAGE = 1_000
+DEFAULT_HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 200
+
+_CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def channel_name(raw: str) -> str:
+    """The channel's normal form (one leading ``#`` removed, lower-cased), or ``Invalid``.
+
+    Only ASCII is lower-cased: ``str.lower`` would turn the Kelvin sign into "k"
+    and let two different names reach one channel.
+    """
+    name = raw.removeprefix("#")
+    if not name.isascii() or not _CHANNEL_NAME.fullmatch(name := name.lower()):
+        raise Invalid(INVALID_CHANNEL_NAME)
+    return name
+
+
+def _at_most(max_chars: int) -> Callable[[str], bool]:
+    return lambda value: 0 < len(value) <= max_chars
+
+
+def _not_negative(value: int) -> bool:
+    return value >= 0
+
+
+def _positive(value: int) -> bool:
+    return value > 0
+
+
+_TO = Field(
+    "to",
+    "string",
+    rule=_agent_id,
+    rule_text=f"must not be empty or longer than {AGENT_ID_MAX_CHARS} characters",
+)
+_PAYLOAD = Field("payload", "any", required=True, nullable=True)  # null becomes {}
+_REPLY_TO = Field(
+    "reply_to",
+    "string",
+    rule=_at_most(MESSAGE_ID_MAX_CHARS),
+    rule_text=f"must be a message id of 1 to {MESSAGE_ID_MAX_CHARS} characters",
+)
+_CHANNEL = Field("channel", "string", required=True)  # then channel_name()
+
+
+def _message_type(name: str) -> Field:
+    """Over HTTP the message's type is ``type``; on the socket, ``message_type``."""
+    return Field(
+        name,
+        "string",
+        rule=_at_most(MESSAGE_TYPE_MAX_CHARS),
+        rule_text=f"must be 1 to {MESSAGE_TYPE_MAX_CHARS} characters",
+    )
+
+
+MESSAGE = (_TO, _message_type("type"), _PAYLOAD, _REPLY_TO)
+"""``POST /api/message``; a ``from`` is ignored (the sender is the token's agent)."""
+CHANNEL_POST = (_message_type("type"), _PAYLOAD, _REPLY_TO)
+"""``POST /api/channels/{ch}/publish``."""
+CHANNEL_CREATION = (
+    Field("name", "string", required=True),  # then channel_name()
+    Field(
+        "description",
+        "string",
+        rule=lambda text: len(text) <= CHANNEL_DESCRIPTION_MAX_CHARS,
+        rule_text=f"must be at most {CHANNEL_DESCRIPTION_MAX_CHARS} characters",
+    ),
+)
+MAILBOX_ACK = (
+    Field("seq", "integer", required=True, rule=_not_negative, rule_text="must be >= 0"),
+)
+RETENTION = (
+    Field("mailbox_ttl_ms", "integer", rule=_positive, rule_text="must be > 0"),
+    Field("mailbox_max", "integer", rule=_positive, rule_text="must be > 0"),
+)
+"""``PUT /api/config/mailbox-retention``: either field or both (``retention_change``)."""
+
+MESSAGING_FRAMES: dict[str, tuple[Field, ...]] = {
+    "message": (_TO, _message_type("message_type"), _PAYLOAD, _REPLY_TO),
+    "mailbox_ack": MAILBOX_ACK,
+    "channel_subscribe": (_CHANNEL,),
+    "channel_unsubscribe": (_CHANNEL,),
+    "channel_publish": (_CHANNEL, _message_type("message_type"), _PAYLOAD, _REPLY_TO),
+    "channel_history": (
+        _CHANNEL,
+        Field("since", "integer", rule=_not_negative, rule_text="must be >= 0"),
+        Field(
+            "limit",
+            "integer",
+            rule=lambda n: 0 <= n <= MAX_CHANNEL_PAGE,
+            rule_text=f"must be from 0 to {MAX_CHANNEL_PAGE}",
+        ),
+    ),
+    "list_channels": (),
+}
+"""Frames an identified agent sends to talk; ``http/messaging_frames`` handles them."""
+
+
+def letter(body: Mapping[str, Any], sender: str, *, type_field: str = "type") -> Letter:
+    """A checked message body as the sender's ``Letter``: defaults applied, payload bounded.
+
+    ``body`` already passed its shape (``MESSAGE``, ``CHANNEL_POST`` or a frame's).
+    """
+    payload = {} if body.get("payload") is None else body["payload"]
+    if len(compact_json.dumps(payload)) > MAX_PAYLOAD_BYTES:  # ASCII: characters are bytes
+        raise Invalid(PAYLOAD_TOO_LARGE)
+    to = body.get("to")
+    return Letter(
+        sender=sender,
+        to=None if to == BROADCAST else to,
+        type="chat" if body.get(type_field) is None else body[type_field],
+        payload=payload,
+        reply_to=body.get("reply_to"),
+    )
+
+
+def retention_change(body: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """``mailbox_ttl_ms`` and ``mailbox_max`` from a checked ``RETENTION`` body; one is needed."""
+    ttl, most = body.get("mailbox_ttl_ms"), body.get("mailbox_max")
+    if ttl is None and most is None:
+        raise Invalid("missing_field", "mailbox_ttl_ms or mailbox_max")
+    return ttl, most
+
+
 FRAMES: dict[str, tuple[Field, ...]] = {
     "identify": (
         Field("agent_id", "string", required=True, rule=_non_empty, rule_text="must not be empty"),
@@ -158,6 +303,7 @@ FRAMES: dict[str, tuple[Field, ...]] = {
     "ping": (),
     "status": (Field("status", "string", required=True),),
     "list_agents": (),
+    **MESSAGING_FRAMES,
 }
 
 
@@ -243,6 +389,52 @@ def task_list_query(query: Query) -> TaskListQuery:
         assigned_to=assigned_to,
         limit=limit,
         cursor=cursor,
+    )
+
+
+def mailbox_query(query: Query) -> tuple[int, int]:
+    """``since`` (exclusive seq, default 0) and ``limit`` (default 100, at most 1000)."""
+    since = query_int(query, "since", default=0, maximum=INT64_MAX)
+    limit = query_int(query, "limit", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    return since, limit
+
+
+def channel_history_query(query: Query) -> tuple[int, int]:
+    """``since`` (exclusive seq, default 0) and ``limit`` (default 50, at most 1000)."""
+    since = query_int(query, "since", default=0, maximum=INT64_MAX)
+    limit = query_int(query, "limit", default=DEFAULT_CHANNEL_PAGE, maximum=MAX_CHANNEL_PAGE)
+    return since, limit
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """``GET /api/messages``: filters (None: any), a cursor (exclusive) and a page size."""
+
+    sender: str | None
+    to: str | None
+    channel: str | None
+    since: int | None
+    until: int | None
+    cursor: int
+    limit: int
+
+
+def _optional_int(query: Query, name: str) -> int | None:
+    if _one_value(query, name) is None:
+        return None
+    return query_int(query, name, default=0, maximum=INT64_MAX)
+
+
+def history_query(query: Query) -> HistoryQuery:
+    channel = query_text(query, "channel", max_chars=AGENT_ID_MAX_CHARS)
+    return HistoryQuery(
+        sender=query_text(query, "from", max_chars=AGENT_ID_MAX_CHARS),
+        to=query_text(query, "to", max_chars=AGENT_ID_MAX_CHARS),
+        channel=None if channel is None else channel_name(channel),
+        since=_optional_int(query, "since"),
+        until=_optional_int(query, "until"),
+        cursor=query_int(query, "cursor", default=0, maximum=INT64_MAX),
+        limit=query_int(query, "limit", default=DEFAULT_HISTORY_PAGE, maximum=MAX_HISTORY_PAGE),
     )
 
 
