@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import queue
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,15 @@ def refused(call: Any) -> MessageRefused:
     with pytest.raises(MessageRefused) as caught:
         call.get(timeout=5)
     return caught.value
+
+
+def wait_until(check: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    """check() returns True, or what it saw."""
+    deadline = time.monotonic() + timeout
+    while (seen := check()) is not True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout}s; saw {seen!r}")
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -381,17 +391,7 @@ def test_the_ttl_sweep_runs_by_itself(office: Office, clock: ManualClock) -> Non
     post = office.start(Retention(mailbox_max=10, mailbox_ttl_ms=100, channel_history_max=10))
     send(post, "alice", "bob")
     clock.advance(101)
-    wait_until(lambda: mailbox(post, "bob")["evicted"] == 1 or mailbox(post, "bob"))
-
-
-def wait_until(check: Any, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while (seen := check()) is not True:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not after {timeout}s; saw {seen!r}")
-        time.sleep(0.02)
+    wait_until(lambda: mailbox(post, "bob")["evicted"] == 1 or mailbox(post, "bob"), what="sweep")
 
 
 def test_retention_is_read_and_set_at_once_and_survives_a_restart(office: Office) -> None:
@@ -883,3 +883,13 @@ def test_bad_retention_settings_are_refused(
     with pytest.raises(SystemExit):
         config_from_args(argv, env)
     assert message in capsys.readouterr().err
+
+
+def test_logs_name_the_agent_and_the_message(post: Any) -> None:
+    with structlog.testing.capture_logs() as logs:
+        direct = send(post, "alice", "bob")
+        post.create_channel("ops", None, "alice").get(timeout=5)
+        published = post.publish("ops", letter("carol")).get(timeout=5)["id"]
+    named = {(e["event"], e.get("agent_id"), e.get("message_id")) for e in logs}
+    assert ("message_sent", "alice", direct) in named
+    assert ("channel_published", "carol", published) in named
