@@ -24,7 +24,7 @@ from typing import Any
 import pykka
 
 from agentcom.http.bridge import reply
-from agentcom.store import TokenInfo, TokenStore, hash_token, open_tokens_db
+from agentcom.store import CHANGES_STATE, TokenInfo, TokenStore, hash_token, open_tokens_db
 
 TokenSnapshot = Mapping[str, TokenInfo]
 """Every valid token, by its hash."""
@@ -42,6 +42,7 @@ class TokenCheck:
         self._on_change = on_change
         self._snapshot: dict[str, TokenInfo] = {}
         self._version: int | None = None
+        self._agent_ids: frozenset[str] | None = None
 
     async def verify(self, token: str) -> TokenInfo | None:
         await self.refresh()
@@ -56,7 +57,27 @@ class TokenCheck:
         # counter again, and the next check refreshes again.
         self._snapshot = await reply(self._tokens.snapshot())
         self._version = version
+        self._agent_ids = None
         self._on_change(self._snapshot)
+
+    def holder(self, token_hash: str) -> TokenInfo | None:
+        """Whose token this is, in the last snapshot (for a socket, checked at identify)."""
+        return self._snapshot.get(token_hash)
+
+    async def agent_ids(self) -> frozenset[str]:
+        """Agents a message may be addressed to: ids with an ``agent`` or ``admin`` token.
+
+        Computed once per snapshot; refreshed first like a check, so a token
+        the CLI just created counts for a socket that identified long ago. A
+        viewer-only id is left out: it can neither connect nor acknowledge, so
+        a mailbox would only fill up.
+        """
+        await self.refresh()
+        if self._agent_ids is None:
+            self._agent_ids = frozenset(
+                info.agent_id for info in self._snapshot.values() if info.role in CHANGES_STATE
+            )
+        return self._agent_ids
 
     def close(self) -> None:
         self._watch.close()

@@ -25,7 +25,7 @@ from agentcom import compact_json, json_input
 from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
-from agentcom.messages import StorageFull
+from agentcom.messages import MessageRefused, StorageFull
 from agentcom.store import CHANGES_STATE, TokenInfo
 from agentcom.validation import Field, Invalid, check
 
@@ -86,6 +86,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.send_json({"error": e.error, **e.extra}, e.status)
         elif isinstance(e, asyncio.TimeoutError | pykka.Timeout):
             self.send_json({"error": "hub_busy"}, 503)
+        elif isinstance(e, MessageRefused):
+            self.send_json({"error": e.error}, e.status)
         elif isinstance(e, StorageFull):
             # Expected while the disk is full; TaskQueue logs the episode once.
             self.send_json({"error": "storage_full"}, 507)
