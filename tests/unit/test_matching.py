@@ -1,3 +1,7 @@
+import random
+import tracemalloc
+
+from agentcom import matching
 from agentcom.matching import QueuedIndex
 from agentcom.messages import IdleAgent, Priority
 
@@ -71,3 +75,122 @@ def test_adding_a_task_twice_queues_it_once() -> None:
     index.add("t1", 1, Priority.NORMAL, ())
 
     assert index.match([agent("a"), agent("b")]) == [("t1", "a")]
+
+
+def test_an_emptied_group_is_removed() -> None:
+    index = QueuedIndex()
+    index.add("plain", 1, Priority.NORMAL, ())
+    index.add("gpu-1", 2, Priority.NORMAL, ("gpu",))
+    index.add("gpu-2", 3, Priority.NORMAL, ("gpu",))
+    index.add("gpu-python", 4, Priority.HIGH, ("python", "gpu"))
+    assert index.group_count == 3
+
+    index.match([agent("a")])
+    assert index.group_count == 2
+
+    index.match([agent("b", "gpu"), agent("c", "gpu", "python")])
+    assert index.group_count == 1  # gpu-python and gpu-1 went; gpu-2 is still queued
+
+    index.match([agent("d", "gpu")])
+    assert index.group_count == 0
+    assert len(index) == 0
+
+
+def test_a_drained_backlog_gives_its_memory_back() -> None:
+    def held_by_the_index() -> int:
+        traces = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, matching.__file__)]
+        )
+        return sum(stat.size for stat in traces.statistics("filename"))
+
+    tracemalloc.start()
+    try:
+        index = QueuedIndex()
+        for n in range(10_000):
+            index.add(f"rare-{n}", n, Priority.NORMAL, (f"rare-{n}",))
+        full = held_by_the_index()
+
+        pairs = index.match([agent(f"a{n}", f"rare-{n}") for n in range(10_000)])
+        assert len(pairs) == 10_000
+        del pairs
+        drained = held_by_the_index()
+    finally:
+        tracemalloc.stop()
+
+    # What stays is CPython's freelists, not groups, names or tables.
+    assert drained < full / 20, (drained, full)
+    assert index.group_count == 0
+    # Nothing is left filed under those capabilities either.
+    index.add("plain", 10_000, Priority.NORMAL, ())
+    examined = index.groups_examined
+    assert index.match([agent("z", *(f"rare-{n}" for n in range(100)))]) == [("plain", "z")]
+    assert index.groups_examined - examined == 1
+
+
+def test_groups_needing_a_capability_no_agent_has_are_never_examined() -> None:
+    index = QueuedIndex()
+    for n in range(20_000):
+        index.add(f"rare-{n}", n, Priority.NORMAL, (f"rare-{n}",))
+    index.add("plain", 20_000, Priority.NORMAL, ())
+    index.add("gpu", 20_001, Priority.NORMAL, ("gpu",))
+    index.add("gpu-python", 20_002, Priority.NORMAL, ("gpu", "python"))
+    examined = index.groups_examined
+
+    pairs = index.match([agent("a"), agent("b", "gpu"), agent("c", "gpu", "python")])
+
+    assert pairs == [("plain", "a"), ("gpu", "b"), ("gpu-python", "c")]
+    # Each of the three capability sets tests at most the three groups that are
+    # not rare; a scan tests all 20,003 groups for each task it hands out.
+    assert index.groups_examined - examined <= 3 * 3
+    assert len(index) == 20_000
+
+
+def reference_match(
+    queued: dict[str, tuple[int, Priority, frozenset[str]]], agents: list[IdleAgent]
+) -> list[tuple[str, str]]:
+    """The matching rule, written as plainly as possible: lanes urgent to low;
+    in a lane, the oldest task some free agent can serve, to the first such agent."""
+    free = list(agents)
+    pairs = []
+    for lane in Priority:
+        while free:
+            servable = [
+                (seq, task_id, needs)
+                for task_id, (seq, priority, needs) in queued.items()
+                if priority is lane and any(needs <= a.capabilities for a in free)
+            ]
+            if not servable:
+                break
+            _, task_id, needs = min(servable)
+            taker = next(a for a in free if needs <= a.capabilities)
+            free.remove(taker)
+            del queued[task_id]
+            pairs.append((task_id, taker.agent_id))
+    return pairs
+
+
+def test_matching_agrees_with_the_rule_on_random_queues() -> None:
+    rng = random.Random(16)
+    capabilities = ["gpu", "python", "rust", "web", "x"]
+    for _ in range(200):
+        index = QueuedIndex()
+        queued: dict[str, tuple[int, Priority, frozenset[str]]] = {}
+        seq = 0
+        for _ in range(rng.randrange(1, 6)):
+            for _ in range(rng.randrange(0, 15)):
+                seq += 1
+                task = (
+                    seq,
+                    rng.choice(list(Priority)),
+                    frozenset(rng.sample(capabilities, rng.randrange(0, 3))),
+                )
+                queued[f"t{seq}"] = task
+                index.add(f"t{seq}", *task)
+            agents = [
+                agent(f"a{n}", *rng.sample(capabilities, rng.randrange(0, 4)))
+                for n in range(rng.randrange(0, 8))
+            ]
+
+            assert index.match(agents) == reference_match(queued, agents)
+            assert len(index) == len(queued)
+            assert index.group_count == len({(p, needs) for _, p, needs in queued.values()})
