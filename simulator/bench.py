@@ -76,7 +76,7 @@ class Bench:
             yield HubProcess(self.args.hub.rstrip("/"), self.args.token)
             return
         data_dir = self.workdir / name
-        data_dir.mkdir()
+        data_dir.mkdir(mode=0o700)  # as the hub wants it: owner-only
         if prepare is not None:
             prepare(data_dir)
         hub = HubProcess.start(data_dir)
@@ -105,15 +105,27 @@ class Bench:
             driver_end.send("done")
             process.join(timeout=30)
 
-    def completed_records(self, hub: HubProcess, agent_ids: list[str]) -> list[dict[str, Any]]:
+    def completed_records(
+        self, hub: HubProcess, agent_ids: list[str], expected: int
+    ) -> list[dict[str, Any]]:
+        """Every task these agents completed, page by page (a page is at most 1,000):
+        at least ``expected`` (more on a ``--hub`` measured before under the same
+        agent ids), or the figures drawn from them would be wrong."""
+        tasks: list[dict[str, Any]] = []
         with HubClient(hub, hub.admin_token) as client:
-            return [
-                task
-                for agent_id in agent_ids
-                for task in client.request(
-                    "GET", f"/api/tasks?status=completed&assigned_to={agent_id}"
-                )["tasks"]
-            ]
+            for agent_id in agent_ids:
+                cursor: int | None = 0
+                while cursor is not None:
+                    page = client.request(
+                        "GET",
+                        f"/api/tasks?status=completed&assigned_to={agent_id}"
+                        f"&limit=1000&cursor={cursor}",
+                    )
+                    tasks.extend(page["tasks"])
+                    cursor = page["next_cursor"]
+        if len(tasks) < expected:
+            raise RuntimeError(f"read {len(tasks)} completed tasks back, expected {expected}")
+        return tasks
 
     # --- scenarios ----------------------------------------------------------------------
 
@@ -126,7 +138,7 @@ class Bench:
                     client.submit(f"latency {n}")
                     time.sleep(0.02)
                 wait_completed(client, target, "latency", COMPLETION_TIMEOUT_S)
-            tasks = self.completed_records(hub, agents["agent_ids"])
+            tasks = self.completed_records(hub, agents["agent_ids"], count)
         self.results["latency"] = {
             "tasks": count,
             "assign_ms": summary([t["assigned_at"] - t["created_at"] for t in tasks]),
@@ -145,7 +157,7 @@ class Bench:
                 submit_all(hub, count, SUBMITTERS, name)
                 wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
             cpu_after = hub.cpu_seconds()
-            tasks = self.completed_records(hub, agents["agent_ids"])
+            tasks = self.completed_records(hub, agents["agent_ids"], count)
         last_completion = max(_completed_at(t) for t in tasks)
         figures = {
             "tasks": count,
@@ -188,7 +200,7 @@ class Bench:
                     submit_all(hub, count, SUBMITTERS, "scale")
                     wait_completed(client, target, "scale", COMPLETION_TIMEOUT_S, 0.5)
                 rss_after_tasks = hub.rss_kib()
-                tasks = self.completed_records(hub, agents["agent_ids"])
+                tasks = self.completed_records(hub, agents["agent_ids"], count)
         last_completion = max(_completed_at(t) for t in tasks)
         per_agent = (
             None

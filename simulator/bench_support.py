@@ -141,11 +141,23 @@ class HubClient:
     _conn: http.client.HTTPConnection | None = field(default=None, init=False)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(*self.hub.host_port, timeout=60)
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        self._conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-        response = self._conn.getresponse()
+        while True:
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(*self.hub.host_port, timeout=60)
+            try:
+                self._conn.request(
+                    method, path, json.dumps(body) if body is not None else None, headers
+                )
+                response = self._conn.getresponse()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                # The hub closes a connection left idle past its http_timeout_ms; a
+                # GET goes again on a new one (a POST might be done twice).
+                if not reused or method != "GET":
+                    raise
         payload = json.loads(response.read() or b"null")
         if response.status >= 300:
             raise RuntimeError(f"{method} {path}: {response.status} {payload}")
@@ -159,6 +171,7 @@ class HubClient:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> HubClient:
         return self
