@@ -13,6 +13,9 @@ Scenarios (run in this order by ``all``):
   agent, connect time, tasks/s.
 * ``deep-store`` ``throughput`` again with 100,000 completed tasks already in
   the store: tasks/s as a ratio to ``throughput``.
+* ``capability-spread`` ``throughput`` twice, back to back: without, then with
+  20,000 tasks queued ahead of it that each need a capability of their own no
+  agent has. Tasks/s with over without, and the hub's memory in both.
 * ``baseline``   a bare Tornado WebSocket echo server, 16 connections doing 3
   round trips per "task": the ceiling on this machine.
 
@@ -52,7 +55,15 @@ from simulator.bench_support import (
 )
 from simulator.hub_http import create_token
 
-SCENARIOS = ("latency", "throughput", "reclaim", "scale", "deep-store", "baseline")
+SCENARIOS = (
+    "latency",
+    "throughput",
+    "reclaim",
+    "scale",
+    "deep-store",
+    "capability-spread",
+    "baseline",
+)
 SUBMITTERS = 4
 COMPLETION_TIMEOUT_S = 300.0
 _spawn = multiprocessing.get_context("spawn")
@@ -146,7 +157,11 @@ class Bench:
         }
 
     def throughput(
-        self, name: str = "throughput", prepare: Callable[[Path], None] | None = None
+        self,
+        name: str = "throughput",
+        prepare: Callable[[Path], None] | None = None,
+        *,
+        record: bool = True,
     ) -> dict[str, Any]:
         count = self.size(5000)
         with self.hub(name, prepare) as hub, self.agents(hub, name, 16) as agents:
@@ -157,6 +172,7 @@ class Bench:
                 submit_all(hub, count, SUBMITTERS, name)
                 wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
             cpu_after = hub.cpu_seconds()
+            rss = hub.rss_kib()
             tasks = self.completed_records(hub, agents["agent_ids"], count)
         last_completion = max(_completed_at(t) for t in tasks)
         figures = {
@@ -170,8 +186,10 @@ class Bench:
                 if cpu_before is None or cpu_after is None
                 else round((cpu_after - cpu_before) / count, 5)
             ),
+            "hub_rss_kib": rss,
         }
-        self.results[name] = figures
+        if record:
+            self.results[name] = figures
         return figures
 
     def reclaim(self) -> None:
@@ -235,6 +253,35 @@ class Bench:
             figures["tasks_per_s"] / self.results["throughput"]["tasks_per_s"], 3
         )
 
+    def capability_spread(self) -> None:
+        if self.args.hub:
+            print(
+                "  capability-spread: needs a hub of its own (it queues tasks nobody can take);"
+                " skipped",
+                file=sys.stderr,
+            )
+            return
+        spread = self.size(20_000)
+        without = self.throughput("capability-spread-without", record=False)
+        print(
+            f"  capability-spread: queueing {spread} tasks that each need a capability"
+            " no agent has",
+            file=sys.stderr,
+        )
+        with_spread = self.throughput(
+            "capability-spread-with",
+            lambda data_dir: fill_unservable(data_dir, spread),
+            record=False,
+        )
+        keep = ("tasks_per_s", "hub_cpu_s_per_task", "hub_rss_kib")
+        self.results["capability-spread"] = {
+            "tasks": without["tasks"],
+            "unservable_tasks_queued": spread,
+            "without": {figure: without[figure] for figure in keep},
+            "with": {figure: with_spread[figure] for figure in keep},
+            "ratio": round(with_spread["tasks_per_s"] / without["tasks_per_s"], 3),
+        }
+
     def baseline(self) -> None:
         count = self.size(5000)
         port_end, server_end = _spawn.Pipe()
@@ -285,6 +332,31 @@ def fill_store(data_dir: Path, count: int) -> None:
     store.commit()
     # A hub that has run this long has long since checkpointed its WAL; leaving
     # 100,000 rows in it would bill their first checkpoint to the measurement.
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def fill_unservable(data_dir: Path, count: int) -> None:
+    """``count`` queued normal-lane tasks, each needing a capability of its own that no
+    agent has: one capability group per task, in the lane the plain tasks use. The
+    hub loads them at start exactly as if they had been submitted before it restarted."""
+    db = open_tasks_db(data_dir)
+    store = TaskStore(db)
+    now = hub_now_ms()
+    store.begin()
+    for n in range(count):
+        task = TaskRecord(
+            id=f"task-rare{n:011d}",
+            description=f"needs rare-{n}",
+            priority=Priority.NORMAL,
+            submitted_by="bench-spread",
+            created_at=now,
+            updated_at=now,
+            needed_capabilities=(f"rare-{n}",),
+        )
+        task.record("queued", now, submitted_by="bench-spread")
+        store.insert(task)
+    store.commit()
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
 

@@ -29,6 +29,12 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
     assert len(figures["reclaim"]["reclaim_ms"]) == 3
     assert figures["scale"]["kib_per_agent"] is not None
     assert figures["deep-store"]["ratio"] > 0
+    spread = figures["capability-spread"]
+    assert spread["unservable_tasks_queued"] == 200
+    for side in ("without", "with"):
+        assert spread[side]["tasks_per_s"] > 0
+        assert spread[side]["hub_rss_kib"] > 0
+    assert spread["ratio"] > 0
     assert figures["baseline"]["tasks_per_s"] > 0
     assert figures["ratio"]["throughput_over_baseline"] > 0
     assert "throughput ÷ baseline" in run.stdout
