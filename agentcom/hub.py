@@ -23,6 +23,7 @@ import structlog
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from agentcom.actors.post_office import PostOffice
 from agentcom.actors.presence import Presence
 from agentcom.actors.pubsub import PubSub
 from agentcom.actors.scheduler import Scheduler, SchedulerTiming
@@ -32,7 +33,7 @@ from agentcom.config import HubConfig, config_from_args
 from agentcom.http.app import make_app
 from agentcom.http.auth import TokenCheck
 from agentcom.http.base import Services
-from agentcom.http.bridge import stop_actor
+from agentcom.http.bridge import OnLoop, stop_actor
 from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
@@ -68,8 +69,19 @@ class Hub:
                 sweep_interval_ms=config.sweep_interval_ms,
             ),
         )
+        self.post_office_ref = PostOffice.start(
+            config.data_dir, config.retention, self.pubsub_ref, self.timers
+        )
+        self.sockets = SocketRegistry(
+            config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
+        )
         self.presence_ref = Presence.start(
-            self.task_queue_ref, self.pubsub_ref, self.timers, config.acceptance_timeout_ms
+            self.task_queue_ref,
+            self.pubsub_ref,
+            self.timers,
+            config.acceptance_timeout_ms,
+            announce=OnLoop(asyncio.get_event_loop(), self.sockets.announce),
+            post_office=self.post_office_ref,
         )
         # Listen only once every actor's on_start is done: an actor that failed
         # to start must stop the hub, and the first agent's "idle" must not be
@@ -79,17 +91,19 @@ class Hub:
             self.task_queue_ref,
             self.tokens_ref,
             self.scheduler_ref,
+            self.post_office_ref,
             self.presence_ref,
         ):
             ref.proxy().actor_urn.get(timeout=ACTOR_TIMEOUT_S)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
-        self.sockets = SocketRegistry(
-            config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
-        )
         self.token_check = TokenCheck(self.tokens, config.data_dir, self.sockets.close_revoked)
         services = Services(
-            self.task_queue, self.presence_ref.proxy(), self.tokens, self.token_check
+            self.task_queue,
+            self.presence_ref.proxy(),
+            self.tokens,
+            self.token_check,
+            self.post_office_ref.proxy(),
         )
         self.server = HubHTTPServer(make_app(services, self.sockets), config)
         listeners = bind_sockets(config.port, config.host)
@@ -118,6 +132,7 @@ class Hub:
         await stop_actor(self.task_queue_ref)
         self.sockets.close_all()
         await stop_actor(self.presence_ref)
+        await stop_actor(self.post_office_ref)  # after the FSMs: it hears each one go
         await stop_actor(self.tokens_ref)
         await stop_actor(self.pubsub_ref)
         self.timers.stop()

@@ -66,6 +66,8 @@ def _is_kind(value: Any, kind: str) -> bool:
             return isinstance(value, dict)
         case "list":
             return isinstance(value, list)
+        case "boolean":
+            return isinstance(value, bool)
         case "any":
             return True
     raise ValueError(f"unknown kind {kind}")
@@ -288,6 +290,7 @@ FRAMES: dict[str, tuple[Field, ...]] = {
             rule=_capabilities,
             rule_text="must be a list of names or objects with a name",
         ),
+        Field("presence", "boolean"),  # false: no agent_joined/left/status_changed frames
     ),
     "task_accepted": (_TASK_ID,),
     "task_progress": (_TASK_ID, Field("status", "string")),

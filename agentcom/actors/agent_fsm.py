@@ -29,6 +29,7 @@ from agentcom.messages import (
     AgentCompleted,
     AgentFailed,
     AgentIdle,
+    AgentOnline,
     AgentRecovering,
     AgentRejected,
     AgentReportedProgress,
@@ -83,6 +84,10 @@ class AgentLink(Protocol):
 
     def send(self, frame: dict[str, Any]) -> None: ...
 
+    def send_encoded(self, text: str) -> None:
+        """Send a frame already encoded as JSON text (one encoding for many links)."""
+        ...
+
     def close(self, reason: str) -> None: ...
 
     def watch(self, watcher: pykka.ActorRef[Any]) -> None: ...
@@ -98,10 +103,12 @@ class AgentFSM(HubActor):
         pubsub: pykka.ActorRef[Any],
         timers: Timers,
         acceptance_timeout_ms: int,
+        post_office: pykka.ActorRef[Any] | None = None,
         watchers: Sequence[pykka.ActorRef[Any]] = (),
         clock: Clock = now_ms,
     ) -> None:
         super().__init__()
+        self._post_office = post_office
         self.agent_id = agent_id
         self.capabilities = capabilities
         self.link = link
@@ -131,6 +138,11 @@ class AgentFSM(HubActor):
             self.link.watch(self.actor_ref)
             held = self._task_queue.held_by(self.agent_id).get(timeout=REPLY_TIMEOUT_S)
             self.link.send({"type": "identified", "agent_id": self.agent_id})
+            if self._post_office is not None:
+                # After "identified" on the same link, so the agent's mail follows it.
+                tell_quietly(
+                    self._post_office, AgentOnline(self.agent_id, self.actor_urn, self.link)
+                )
             if held is None:
                 self._announce_idle()
                 self.log.info("agent_fsm_started", fsm_state=self.state.value)

@@ -45,6 +45,7 @@ import pykka.messages
 import structlog
 from pykka.messages import ProxyCall
 
+from agentcom import compact_json
 from agentcom.actors.agent_fsm import AgentLink
 from agentcom.actors.base import BatchingActor, tell_quietly
 from agentcom.clock import Clock, now_ms
@@ -109,13 +110,13 @@ def _visible_to(reader: Reader) -> str | None:
 def push_many(links: Iterable[AgentLink], frame: dict[str, Any]) -> None:
     """Send one frame to many agents; the one place a fan-out goes through.
 
-    Each link encodes the frame itself (``bridge.Connection.send``); a bridge
-    helper that encodes once and writes every socket in one loop callback would
-    slot in here.
+    The frame is encoded once, here, off the IOLoop; a broadcast to 1,000
+    agents then costs the loop 1,000 writes, not 1,000 encodings.
     """
+    text = compact_json.dumps(frame)
     for link in links:
         try:
-            link.send(frame)
+            link.send_encoded(text)
         except Exception:
             log.exception("push_failed", frame_type=frame.get("type"))
 

@@ -4,16 +4,23 @@ It is the only place that maps an agent id to its live FSM, so it enforces
 "one connection per agent id": a second identify replaces the first, whose FSM
 is stopped (its task reclaimed with cause ``replaced``) before the new FSM
 starts and looks for a task still assigned to this agent. It watches every FSM
-it starts and forgets an agent when its FSM ends; it tells the agents that
-watch presence (they asked for the list) who joined and who left; and it passes each ``TaskReclaimed`` to the FSM of the
-agent that held the task, which is how a sweep's reclaim reaches that FSM. Reads (lists for the API, ``list_agents``) ask the
-FSMs for their state at that moment.
+it starts and forgets an agent when its FSM ends, and it passes each
+``TaskReclaimed`` to the FSM of the agent that held the task, which is how a
+sweep's reclaim reaches that FSM. Reads (lists for the API, ``list_agents``)
+ask the FSMs for their state at that moment.
+
+Every identified agent hears who joins, who leaves and whose status changes
+(``agent_joined``, ``agent_left``, ``status_changed``). Presence announces
+each change once, through ``announce``, which runs on the IOLoop: there the
+socket registry encodes the frame once and writes it to every socket in one
+pass, coalescing the changes of one loop turn. Going through an actor per
+recipient made a mass connect O(agents²) hand-offs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 import structlog
@@ -29,6 +36,12 @@ log = structlog.get_logger(__name__)
 STOP_TIMEOUT_S = 10.0
 
 
+class PresenceFeed(Protocol):
+    """Tells every identified agent but ``about`` of a change (``SocketRegistry.announce``)."""
+
+    def __call__(self, frame: dict[str, Any], about: str) -> None: ...
+
+
 @dataclass(slots=True)
 class _Connected:
     agent_id: str
@@ -38,7 +51,6 @@ class _Connected:
     connected_at: int
     link: AgentLink
     fsm_ref: pykka.ActorRef[Any]
-    watches_presence: bool = False
 
     def public(self) -> dict[str, Any]:
         return {
@@ -68,9 +80,13 @@ class Presence(HubActor):
         pubsub: pykka.ActorRef[Any],
         timers: Timers,
         acceptance_timeout_ms: int,
+        announce: PresenceFeed,
+        post_office: pykka.ActorRef[Any] | None = None,
         clock: Clock = now_ms,
     ) -> None:
         super().__init__()
+        self._announce = announce
+        self._post_office_ref = post_office
         self._task_queue_ref = task_queue
         self._pubsub_ref = pubsub
         self._pubsub = pubsub.proxy()
@@ -103,7 +119,8 @@ class Presence(HubActor):
             pubsub=self._pubsub_ref,
             timers=self._timers,
             acceptance_timeout_ms=self._acceptance_timeout_ms,
-            watchers=(self._task_queue_ref, self.actor_ref),
+            post_office=self._post_office_ref,
+            watchers=self._fsm_watchers(),
             clock=self._clock,
         )
         agent = _Connected(
@@ -116,9 +133,14 @@ class Presence(HubActor):
             fsm_ref,
         )
         self._agents[identity.agent_id] = agent
-        self._tell_watchers({"type": "agent_joined", "agent": agent.public()}, but=agent)
+        self._announce({"type": "agent_joined", "agent": agent.public()}, agent.agent_id)
         log.info("agent_connected", agent_id=identity.agent_id)
         return fsm_ref
+
+    def _fsm_watchers(self) -> tuple[pykka.ActorRef[Any], ...]:
+        """Who hears of an FSM's end: its task's owner, this registry, the post office."""
+        watchers = (self._task_queue_ref, self.actor_ref)
+        return watchers if self._post_office_ref is None else (*watchers, self._post_office_ref)
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, TaskReclaimed):
@@ -137,17 +159,13 @@ class Presence(HubActor):
         agent = self._agents.get(agent_id)
         if agent is not None:
             agent.status = status
+            self._announce({"type": "status_changed", "agent": agent.public()}, agent_id)
 
     def count(self) -> int:
         return len(self._agents)
 
-    def list_agents(self, watcher: str | None = None) -> list[dict[str, Any]]:
-        """Connected agents as ``/api/agents`` and ``list_agents`` show them.
-
-        An agent that asks (``watcher``) is told who joins and leaves from then on.
-        """
-        if watcher is not None and watcher in self._agents:
-            self._agents[watcher].watches_presence = True
+    def list_agents(self) -> list[dict[str, Any]]:
+        """Connected agents as ``/api/agents`` and ``list_agents`` show them."""
         return [
             {**agent.public(), "fsm_state": snapshot["fsm_state"]}
             for agent, snapshot in self._snapshots(list(self._agents.values()))
@@ -189,12 +207,4 @@ class Presence(HubActor):
         self._pubsub.publish.defer(
             AGENTS_TOPIC, [AgentLeft(agent.agent_id, agent.fsm_ref.actor_urn)]
         )
-        self._tell_watchers({"type": "agent_left", "agent_id": agent.agent_id}, but=agent)
-
-    def _tell_watchers(self, frame: dict[str, Any], but: _Connected) -> None:
-        # Only agents that asked for the list hear about changes to it: telling
-        # every agent about every other is O(agents²) frames as a fleet connects
-        # (500,000 for 1,000 agents, half a minute of the hub's time).
-        for other in self._agents.values():
-            if other.watches_presence and other is not but:
-                other.link.send(frame)
+        self._announce({"type": "agent_left", "agent_id": agent.agent_id}, agent.agent_id)

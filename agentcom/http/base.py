@@ -40,6 +40,7 @@ class Services:
     presence: pykka.ActorProxy[Any]
     tokens: pykka.ActorProxy[Any]
     token_check: TokenCheck
+    post_office: pykka.ActorProxy[Any]
 
 
 class HttpError(Exception):

@@ -120,6 +120,8 @@ class SocketEnd(Protocol):
 
     def send_frame(self, frame: dict[str, Any]) -> None: ...
 
+    def send_text(self, text: str) -> None: ...
+
     def close_for(self, reason: str) -> None: ...
 
 
@@ -134,6 +136,9 @@ class Connection:
     def send(self, frame: dict[str, Any]) -> None:
         self._inbox.post(self._socket.send_frame, frame)
 
+    def send_encoded(self, text: str) -> None:
+        self._inbox.post(self._socket.send_text, text)
+
     def close(self, reason: str) -> None:
         """Close the socket; watchers hear ``reason`` now, not after the close handshake."""
         if self.death_watch.died(reason):
@@ -141,3 +146,18 @@ class Connection:
 
     def watch(self, watcher: pykka.ActorRef[Any]) -> None:
         self.death_watch.watch(watcher)
+
+
+class OnLoop:
+    """A loop-side function that actors may call from their threads; it runs on the loop.
+
+    Presence announces joins and leaves through one of these, so a presence
+    change costs the actor one post, not one per connected agent.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, function: Callable[..., None]) -> None:
+        self._inbox = loop_inbox(loop)
+        self._function = function
+
+    def __call__(self, *args: Any) -> None:
+        self._inbox.post(self._function, *args)

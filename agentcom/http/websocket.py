@@ -5,7 +5,8 @@ field, has a wrong type, names an unknown type or exceeds 1 MiB gets an error
 frame naming the problem and changes nothing. Until ``identify`` succeeds,
 nothing else is accepted. After it, lifecycle messages are told to the
 AgentFSM, which answers through the ``Connection``; the handler itself answers
-only ``ping``, ``status`` and ``list_agents``.
+only ``ping``, ``status`` and ``list_agents``. Messaging frames (``message``,
+``mailbox_ack``, the channel frames) go to ``messaging_frames``.
 
 What a stranger can make the hub hold is bounded: the handshake is refused
 for a browser page of another origin; until the socket identifies, Tornado
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import time
+from asyncio import Future
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,11 +31,13 @@ import pykka
 import structlog
 import tornado.websocket
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.iostream import StreamClosedError
 
 from agentcom import compact_json, json_input
 from agentcom.actors.presence import Identity
 from agentcom.clock import now_ms
 from agentcom.config import MAX_MESSAGE_BYTES
+from agentcom.http import messaging_frames
 from agentcom.http.auth import TokenSnapshot
 from agentcom.http.base import Services
 from agentcom.http.bridge import Connection, reply
@@ -45,7 +50,7 @@ from agentcom.messages import (
     AgentReportedProgress,
 )
 from agentcom.store import CHANGES_STATE, TokenInfo, hash_token
-from agentcom.validation import FRAMES, Invalid, capability_names, check
+from agentcom.validation import FRAMES, MESSAGING_FRAMES, Invalid, capability_names, check
 
 log = structlog.get_logger(__name__)
 
@@ -66,12 +71,14 @@ without reading the frame."""
 
 
 class SocketRegistry:
-    """Every open agent socket: pings, identify deadlines, revocations, shutdown."""
+    """Every open agent socket: pings, identify deadlines, revocations, presence, shutdown."""
 
     def __init__(
         self, ping_timeout_ms: int, identify_timeout_ms: int, allowed_origins: Sequence[str] = ()
     ) -> None:
         self.sockets: set[AgentSocket] = set()
+        self.presence_listeners: set[AgentSocket] = set()  # identified, did not opt out
+        self._presence_pending: list[tuple[str, bytes]] = []  # (about, encoded frame)
         self.identify_timeout_s = identify_timeout_ms / 1000
         self.allowed_origins = frozenset(allowed_origins)
         self._timeout_s = ping_timeout_ms / 1000
@@ -91,6 +98,30 @@ class SocketRegistry:
             if socket.token_hash is not None and socket.token_hash not in valid_tokens:
                 log.info("agent_token_revoked", agent_id=socket.agent_id)
                 socket.close_for("revoked")
+
+    def announce(self, frame: dict[str, Any], about: str) -> None:
+        """Tell every presence listener but ``about`` (on the loop; see ``actors.presence``).
+
+        Changes announced before the loop's next turn go out together. Each
+        frame is encoded once, as a whole WebSocket frame (server frames are
+        unmasked, so the same bytes suit every socket), and each socket gets
+        one write holding every change of the turn.
+        """
+        if not self._presence_pending:
+            IOLoop.current().add_callback(self._flush_presence)
+        self._presence_pending.append((about, _text_frame(compact_json.dumps(frame))))
+
+    def _flush_presence(self) -> None:
+        pending, self._presence_pending = self._presence_pending, []
+        subjects = {about for about, _ in pending}
+        everything = b"".join(encoded for _, encoded in pending)
+        for socket in list(self.presence_listeners):
+            if socket.agent_id in subjects:  # not told of its own change
+                socket.write_encoded(
+                    b"".join(encoded for about, encoded in pending if about != socket.agent_id)
+                )
+            else:
+                socket.write_encoded(everything)
 
     def _ping_all(self) -> None:
         now = time.monotonic()
@@ -113,6 +144,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         self.connection: Connection | None = None
         self.fsm_ref: pykka.ActorRef[Any] | None = None
         self.token_hash: str | None = None
+        self.wants_presence = True
         self.last_heard = time.monotonic()
         self._identify_deadline: object | None = None
 
@@ -179,6 +211,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         self._cancel_identify_deadline()
         self.registry.sockets.discard(self)
+        self.registry.presence_listeners.discard(self)
         if self.connection is not None:
             self.connection.close("disconnected")
         log.info("agent_socket_closed", agent_id=self.agent_id, code=self.close_code)
@@ -189,6 +222,28 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
         self.write_message(compact_json.dumps(frame))
+        if frame["type"] == "identified" and self.wants_presence:
+            # Presence changes follow the agent's own "identified", never precede it.
+            self.registry.presence_listeners.add(self)
+
+    def send_text(self, text: str) -> None:
+        """A frame encoded by an actor (``PostOffice`` encodes a broadcast once)."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        self.write_message(text)
+
+    def write_encoded(self, frames: bytes) -> None:
+        """Write whole WebSocket frames encoded elsewhere (``_text_frame``)."""
+        if not frames or self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        stream = self.ws_connection.stream
+        if stream is None:
+            return
+        try:
+            written = stream.write(frames)
+        except StreamClosedError:
+            return
+        written.add_done_callback(_ignore_closed)
 
     def close_for(self, reason: str) -> None:
         if self.connection is not None:
@@ -267,6 +322,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             capability_names=capability_names(capabilities),
         )
         self.agent_id = identity.agent_id
+        self.wants_presence = frame.get("presence") is not False
         self.token_hash = hash_token(frame["token"])
         self.connection = Connection(self, asyncio.get_running_loop())
         self.fsm_ref = await reply(self.services.presence.connect(identity, self.connection))
@@ -285,7 +341,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
                 self.services.presence.set_status.defer(self.agent_id, frame["status"])
                 self.send_frame({"type": "status_updated"})
             case "list_agents":
-                agents = await reply(self.services.presence.list_agents(watcher=self.agent_id))
+                agents = await reply(self.services.presence.list_agents())
                 self.send_frame({"type": "agents", "agents": agents})
             case "task_accepted":
                 self._tell_fsm(AgentAccepted(frame["task_id"]))
@@ -308,6 +364,8 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
                 self._tell_fsm(AgentRejected(frame["task_id"], _as_text(frame.get("reason"))))
             case "task_recovering":
                 self._tell_fsm(AgentRecovering(frame["task_id"]))
+            case _ if kind in MESSAGING_FRAMES:
+                await messaging_frames.handle(self, kind, frame)
 
     def _error(self, error: str, detail: str | None = None) -> None:
         self.send_frame({"type": "error", "error": f"{error}: {detail}" if detail else error})
@@ -318,6 +376,26 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             self.fsm_ref.tell(message)
         except pykka.ActorDeadError:
             self._error("agent_offline", "this connection's agent state has ended; reconnect")
+
+
+def _text_frame(text: str) -> bytes:
+    """``text`` as one final, unmasked WebSocket text frame (RFC 6455, 5.2)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def _ignore_closed(written: Future[None]) -> None:
+    # A socket that closed with presence frames unsent: nothing to do, and
+    # nobody else would ever retrieve the error.
+    if not written.cancelled():
+        written.exception()
 
 
 def _as_text(value: Any) -> str | None:

@@ -153,28 +153,56 @@ def test_list_agents(hub):
     assert agents["a2"]["capabilities"] == [{"name": "review"}]
 
 
-def test_agent_joined_and_agent_left_reach_agents_that_watch_presence(hub):
-    watcher = hub.agent("watcher")
-    bystander = hub.agent("bystander")
-    watcher.send({"type": "list_agents"})
-    watcher.recv("agents")
+def test_every_identified_agent_hears_who_joins_leaves_and_changes_status(hub):
+    first = hub.agent("first")
+    second = hub.agent("second")
+    assert first.recv("agent_joined")["agent"]["agent_id"] == "second"
     newcomer = hub.agent("newcomer", ["code"], name="New")
-    joined = watcher.recv("agent_joined")
-    assert joined["agent"]["agent_id"] == "newcomer"
-    assert joined["agent"]["name"] == "New"
-    assert joined["agent"]["capabilities"] == ["code"]
-    assert "connected_at" in joined["agent"]
+    for agent in (first, second):
+        joined = agent.recv("agent_joined")
+        assert joined["agent"]["agent_id"] == "newcomer"
+        assert joined["agent"]["name"] == "New"
+        assert joined["agent"]["capabilities"] == ["code"]
+        assert "connected_at" in joined["agent"]
+    newcomer.send({"type": "status", "status": "reviewing"})
+    for agent in (first, second):
+        changed = agent.recv("status_changed")
+        assert (changed["agent"]["agent_id"], changed["agent"]["status"]) == (
+            "newcomer",
+            "reviewing",
+        )
     newcomer.close()
-    assert watcher.recv("agent_left") == {"type": "agent_left", "agent_id": "newcomer"}
-    # the newcomer never hears about itself, and agents that never asked for
-    # the list are not told (a fleet connecting would cost agents² frames)
-    assert [
-        f for f in newcomer.pending("agent_joined") if f["agent"]["agent_id"] == "newcomer"
-    ] == []
-    bystander.send({"type": "ping"})
-    bystander.recv("pong")
-    assert bystander.pending("agent_joined") == []
-    assert bystander.pending("agent_left") == []
+    for agent in (first, second):
+        assert agent.recv("agent_left") == {"type": "agent_left", "agent_id": "newcomer"}
+    # nobody hears about itself
+    newcomer_heard = newcomer.pending("agent_joined") + newcomer.pending("status_changed")
+    assert [f for f in newcomer_heard if f["agent"]["agent_id"] == "newcomer"] == []
+
+
+def test_identified_comes_before_any_presence_frame(hub):
+    hub.agent("present")
+    for n in range(20):
+        socket = hub.socket()
+        socket.send(
+            {"type": "identify", "agent_id": f"n{n}", "token": hub.thread.create_token(f"n{n}")}
+        )
+        assert socket.recv()["type"] == "identified"
+
+
+def test_an_agent_may_opt_out_of_presence(hub):
+    quiet = hub.agent("quiet", presence=False)
+    hub.agent("loud").close()
+    quiet.round_trip()  # every announcement above was flushed before this pong
+    wait_until(lambda: hub.api("GET", "/health").body["agents_connected"] == 1, what="loud gone")
+    quiet.round_trip()
+    assert quiet.pending("agent_joined") == quiet.pending("agent_left") == []
+
+
+def test_presence_must_be_a_boolean(hub):
+    socket = hub.socket()
+    token = hub.thread.create_token("a1")
+    answer = socket.identify("a1", token, presence="no")
+    assert answer == {"type": "error", "error": "invalid_field: presence must be a boolean"}
 
 
 # --- bad frames: error frame, connection and tasks unchanged ---------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,9 @@ class FakeLink:
         if self.fail_sends:
             raise RuntimeError("socket write failed")
         self.frames.put(frame)
+
+    def send_encoded(self, text: str) -> None:
+        self.send(json.loads(text))
 
     def close(self, reason: str) -> None:
         self.closed.append(reason)

@@ -10,6 +10,16 @@ from tests.waiting import wait_until
 from .conftest import FakeLink
 
 
+class Announcements:
+    """Stands in for the socket registry's ``announce``: keeps what Presence announced."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[dict[str, Any], str]] = []
+
+    def __call__(self, frame: dict[str, Any], about: str) -> None:
+        self.frames.append((frame, about))
+
+
 def identity(agent_id: str) -> Identity:
     return Identity(agent_id, agent_id.upper(), "idle", ["code"], frozenset({"code"}))
 
@@ -24,7 +34,9 @@ def connect(presence: Any, agent_id: str) -> tuple[FakeLink, pykka.ActorRef[Any]
 def test_a_second_connection_replaces_the_first_and_reclaims_its_task(
     queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
-    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    presence = Presence.start(
+        queue_ref, pubsub_ref, timers, 60_000, Announcements(), clock=clock
+    ).proxy()
     old_link, old_fsm = connect(presence, "a1")
     task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
     (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
@@ -41,26 +53,26 @@ def test_a_second_connection_replaces_the_first_and_reclaims_its_task(
     assert presence.count().get(timeout=5) == 1
 
 
-def test_agents_that_asked_for_the_list_hear_who_joins_and_who_leaves(
+def test_every_change_is_announced_once_about_its_agent(
     queue_ref: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
-    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
-    first_link, _ = connect(presence, "a1")
-    presence.list_agents(watcher="a1").get(timeout=5)
+    announced = Announcements()
+    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, announced, clock=clock).proxy()
+    connect(presence, "a1")
     second_link, _ = connect(presence, "a2")
-    third_link, _ = connect(presence, "a3")
-
-    joined = first_link.next_frame()
-    assert joined["type"] == "agent_joined"
-    assert joined["agent"]["agent_id"] == "a2"
-
+    presence.set_status("a1", "reviewing").get(timeout=5)
     second_link.close("disconnected")
+    wait_until(lambda: presence.count().get(timeout=5) == 1 or "not yet one", what="a2 gone")
 
-    assert first_link.next_frame()["agent"]["agent_id"] == "a3"
-    assert first_link.next_frame() == {"type": "agent_left", "agent_id": "a2"}
-    assert second_link.frames.empty(), "a2 never asked for the list"
-    third_link.close("disconnected")
-    wait_until(lambda: presence.count().get(timeout=5) == 1 or "not yet one", what="a2, a3 gone")
+    assert [(frame["type"], about) for frame, about in announced.frames] == [
+        ("agent_joined", "a1"),
+        ("agent_joined", "a2"),
+        ("status_changed", "a1"),
+        ("agent_left", "a2"),
+    ]
+    joined = announced.frames[1][0]["agent"]
+    assert (joined["agent_id"], joined["name"], joined["capabilities"]) == ("a2", "A2", ["code"])
+    assert announced.frames[2][0]["agent"]["status"] == "reviewing"
     (listed,) = presence.list_agents().get(timeout=5)
     assert (listed["agent_id"], listed["name"], listed["fsm_state"]) == ("a1", "A1", "idle")
     (state,) = presence.agent_states("a1").get(timeout=5)
@@ -71,7 +83,9 @@ def test_agents_that_asked_for_the_list_hear_who_joins_and_who_leaves(
 def test_a_task_the_sweep_takes_back_frees_its_agent(
     queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
-    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    presence = Presence.start(
+        queue_ref, pubsub_ref, timers, 60_000, Announcements(), clock=clock
+    ).proxy()
     _, fsm = connect(presence, "a1")
     task_queue.submit(TaskSpec("work", "tester")).get(timeout=5)
     (assignment,) = task_queue.assign_next([IdleAgent("a1", frozenset())]).get(timeout=5)
@@ -90,7 +104,9 @@ def test_a_task_the_sweep_takes_back_frees_its_agent(
 def test_an_overdue_task_that_goes_to_the_dead_letter_frees_its_agent(
     queue_ref: Any, task_queue: Any, pubsub_ref: Any, timers: Timers, clock: Any
 ) -> None:
-    presence = Presence.start(queue_ref, pubsub_ref, timers, 60_000, clock).proxy()
+    presence = Presence.start(
+        queue_ref, pubsub_ref, timers, 60_000, Announcements(), clock=clock
+    ).proxy()
     _, fsm = connect(presence, "a1")
     task_queue.submit(TaskSpec("work", "tester", max_retries=0, complete_by=clock.now + 10)).get(
         timeout=5

@@ -128,7 +128,7 @@ class AdminCheck:
 
 
 async def _statuses(paths: list[str], task_queue: UntouchableQueue) -> list[tuple[int, bytes]]:
-    services = Services(task_queue, None, None, AdminCheck())  # type: ignore[arg-type]
+    services = Services(task_queue, None, None, AdminCheck(), None)  # type: ignore[arg-type]
     args = {"services": services}
     app = tornado.web.Application(
         [(r"/api/tasks", TasksHandler, args), (r"/api/tasks/dead-letter", DeadLetterHandler, args)]
