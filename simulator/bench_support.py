@@ -95,7 +95,19 @@ class HubProcess:
             text=True,
         ).stdout.strip()
         process = subprocess.Popen(
-            [*HUB, "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning"],
+            [
+                *HUB,
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "warning",
+                # Every simulated agent connects from 127.0.0.1; the default cap
+                # (256 per address) is for real fleets, not a 1,000-agent load test.
+                "--max-connections-per-ip",
+                "0",
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
