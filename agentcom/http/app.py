@@ -1,4 +1,4 @@
-"""Routes: which handler serves which path (PROTOCOL.md, "HTTP" and "WebSocket")."""
+"""Routes: which handler serves which path (PROTOCOL.md, "HTTP", "WebSocket" and Part 2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,23 @@ import tornado.web
 from agentcom.http.admin import TokenHandler, TokensHandler
 from agentcom.http.agents import AgentsHandler, AgentStateHandler, AgentStatesHandler, HealthHandler
 from agentcom.http.base import NotFoundHandler, Services
+from agentcom.http.messaging import (
+    ChannelHandler,
+    ChannelHistoryHandler,
+    ChannelPublishHandler,
+    ChannelsHandler,
+    ChannelSubscribeHandler,
+    ChannelUnsubscribeHandler,
+    MailboxAckHandler,
+    MailboxHandler,
+    MessageHandler,
+    MessagesHandler,
+    RetentionHandler,
+    SubscriptionsHandler,
+    ThreadHandler,
+    ThreadRepliesHandler,
+    ThreadRootHandler,
+)
 from agentcom.http.tasks import (
     DeadLetterHandler,
     TaskHandler,
@@ -30,6 +47,21 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         (r"/api/tasks/dead-letter", DeadLetterHandler, handler_args),
         (r"/api/tasks/([^/]+)", TaskHandler, handler_args),
         (r"/api/tasks/([^/]+)/retry", TaskRetryHandler, handler_args),
+        (r"/api/agents/([^/]+)/subscriptions", SubscriptionsHandler, handler_args),
+        (r"/api/message", MessageHandler, handler_args),
+        (r"/api/messages", MessagesHandler, handler_args),
+        (r"/api/mailbox/([^/]+)", MailboxHandler, handler_args),
+        (r"/api/mailbox/([^/]+)/ack", MailboxAckHandler, handler_args),
+        (r"/api/config/mailbox-retention", RetentionHandler, handler_args),
+        (r"/api/channels", ChannelsHandler, handler_args),
+        (r"/api/channels/([^/]+)", ChannelHandler, handler_args),
+        (r"/api/channels/([^/]+)/subscribe", ChannelSubscribeHandler, handler_args),
+        (r"/api/channels/([^/]+)/unsubscribe", ChannelUnsubscribeHandler, handler_args),
+        (r"/api/channels/([^/]+)/publish", ChannelPublishHandler, handler_args),
+        (r"/api/channels/([^/]+)/history", ChannelHistoryHandler, handler_args),
+        (r"/api/threads/([^/]+)", ThreadHandler, handler_args),
+        (r"/api/threads/([^/]+)/replies", ThreadRepliesHandler, handler_args),
+        (r"/api/threads/([^/]+)/root", ThreadRootHandler, handler_args),
         (r"/admin/tokens", TokensHandler, handler_args),
         (r"/admin/tokens/([^/]+)", TokenHandler, handler_args),
     ]
