@@ -4,7 +4,21 @@
 smoke suite drives them from pytest, `python -m simulator` from a shell.
 """
 
-from simulator.agent_sim import AgentSim, AgentSimError, ReceivedTask
+from simulator.agent_sim import (
+    AgentSim,
+    AgentSimError,
+    ReceivedMessage,
+    ReceivedTask,
+    message_frame,
+)
 from simulator.behaviour import Action, Behaviour
 
-__all__ = ["Action", "AgentSim", "AgentSimError", "Behaviour", "ReceivedTask"]
+__all__ = [
+    "Action",
+    "AgentSim",
+    "AgentSimError",
+    "Behaviour",
+    "ReceivedMessage",
+    "ReceivedTask",
+    "message_frame",
+]

@@ -1,16 +1,25 @@
 """A scripted agent that speaks the hub's WebSocket protocol.
 
 `AgentSim` owns one WebSocket connection to a hub and answers every
-`task_assign` the way its `Behaviour` says. It runs its own asyncio loop on a
+`task_assign` the way its `Behaviour` says. It also talks: it sends direct
+messages and broadcasts, acknowledges its mailbox, subscribes and publishes to
+channels (`request` and the helpers around it, each returning the hub's reply
+frame), and with `auto_ack` acknowledges every pushed message as it arrives. It runs its own asyncio loop on a
 daemon thread so that synchronous callers (pytest, the command line's main
 thread) can drive several agents at once, and so that one agent's delayed
 completion never holds up another agent; or, given a running loop, it lives
 on that loop beside many others (the benchmark's thousand agents).
 
 It records what it saw for assertions: the tasks it was handed, the
-`task_ack`s that confirmed a completion, and every error frame. It never
-reconnects: an agent that was stopped or killed stays gone, which is what a
-test of the hub's recovery needs.
+`task_ack`s that confirmed a completion, every `message` and
+`channel_message` pushed to it (with the wall-clock time it arrived), and every
+error frame. It never reconnects: an agent that was stopped or killed stays
+gone, which is what a test of the hub's recovery needs; a new `AgentSim` with
+the same agent id is its reconnection.
+
+Requests are answered in order: the hub handles a socket's messaging frames
+one at a time, so the next reply frame (or error frame) answers the oldest
+request still waiting.
 
 Threads: the public methods run in the caller's thread; everything that
 touches the connection runs on the agent's loop thread. Recorded state is
@@ -20,12 +29,14 @@ shared under a lock and read back as copies.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -44,6 +55,20 @@ STOP_TIMEOUT_S = 10.0
 KILL_TIMEOUT_S = 5.0
 FAILURE_ERROR = "simulated failure"
 REJECT_REASON = "busy"
+REQUEST_TIMEOUT_S = 5.0
+
+# Each messaging request frame and the frame that answers it.
+REPLY_TO_REQUEST = {
+    "message": "message_sent",
+    "mailbox_ack": "mailbox_acked",
+    "channel_subscribe": "channel_subscribed",
+    "channel_unsubscribe": "channel_unsubscribed",
+    "channel_publish": "channel_published",
+    "channel_history": "channel_history",
+    "list_channels": "channels",
+}
+REPLIES = frozenset(REPLY_TO_REQUEST.values())
+PUSHES = frozenset({"message", "channel_message"})
 
 
 class AgentSimError(Exception):
@@ -55,6 +80,30 @@ class ReceivedTask(NamedTuple):
     generation: int
     # Wall-clock ms since the Unix epoch, comparable with the hub's timestamps.
     received_at: float
+
+
+class ReceivedMessage(NamedTuple):
+    """A ``message`` or ``channel_message`` frame pushed by the hub, as it arrived."""
+
+    frame: dict[str, Any]
+    # Wall-clock ms since the Unix epoch, taken as the frame was read off the socket.
+    received_at: float
+
+
+def message_frame(
+    to: str | None,
+    payload: Any,
+    message_type: str = "chat",
+    reply_to: str | None = None,
+) -> dict[str, Any]:
+    """A ``message`` frame; ``to=None`` is a broadcast."""
+    return {
+        "type": "message",
+        "to": to,
+        "message_type": message_type,
+        "payload": payload,
+        "reply_to": reply_to,
+    }
 
 
 class AgentSim:
@@ -69,12 +118,21 @@ class AgentSim:
         capabilities: Iterable[str] = (),
         name: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        presence: bool = True,
+        auto_ack: bool = False,
     ) -> None:
         self.hub_ws_url = hub_ws_url
         self.agent_id = agent_id
         self.name = name or agent_id
         self.behaviour = Behaviour.parse(behaviour) if isinstance(behaviour, str) else behaviour
         self.capabilities = tuple(capabilities)
+        # False: `"presence": false` in identify, no agent_joined/left frames
+        # (for load generators; the `scale` benchmark keeps it on).
+        self.presence = presence
+        # True: acknowledge every pushed message with a seq, coalescing acks
+        # that pile up while one is on its way.
+        self.auto_ack = auto_ack
         self._token = token
         self.log: FilteringBoundLogger = log.bind(agent_id=agent_id)
 
@@ -83,6 +141,8 @@ class AgentSim:
         self._received: list[ReceivedTask] = []
         self._errors: list[dict[str, Any]] = []
         self._completed_count = 0
+        self._messages: list[ReceivedMessage] = []
+        self._acked_up_to = 0
         self._identified = threading.Event()
         # Set once the identify question has an answer: identified, refused,
         # or the connection is gone. `_failure` says why when not identified.
@@ -95,6 +155,10 @@ class AgentSim:
         self._main_task: asyncio.Task[None] | None = None
         self._connection: WebSocketClientConnection | None = None
         self._delayed_work: set[asyncio.Task[None]] = set()
+        # Requests sent and not yet answered, oldest first: (request type, reply).
+        self._pending: deque[tuple[str, asyncio.Future[dict[str, Any]]]] = deque()
+        self._highest_pushed_seq = 0
+        self._ack_running = False
         # Once set by stop() or kill_connection(), nothing more goes on the wire.
         self._silenced = False
         # Given a running loop (on another thread), the agent lives on it, so
@@ -138,6 +202,24 @@ class AgentSim:
             return self._completed_count
 
     @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Every ``message`` frame pushed to this agent (live or replayed), in order."""
+        with self._lock:
+            return [m for m in self._messages if m.frame["type"] == "message"]
+
+    @property
+    def channel_messages(self) -> list[ReceivedMessage]:
+        """Every ``channel_message`` frame pushed to this agent, in order."""
+        with self._lock:
+            return [m for m in self._messages if m.frame["type"] == "channel_message"]
+
+    @property
+    def acked_up_to(self) -> int:
+        """The highest seq the hub confirmed acknowledged (``mailbox_acked``) on this connection."""
+        with self._lock:
+            return self._acked_up_to
+
+    @property
     def errors(self) -> list[dict[str, Any]]:
         """Error frames from the hub, and frames the agent could not read."""
         with self._lock:
@@ -176,7 +258,86 @@ class AgentSim:
             raise AgentSimError(f"{self.agent_id}: connection already ended") from None
         future.result(timeout)
 
+    def request(self, frame: dict[str, Any], timeout: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+        """Send a messaging frame and return the hub's reply frame.
+
+        Raises `AgentSimError` on an error frame, a timeout, or a connection
+        that is gone. Not for the agent's own loop thread: there, await `ask`.
+        """
+        loop = self._loop
+        if loop is None or self._ended.is_set():
+            raise AgentSimError(f"{self.agent_id}: not connected")
+        asked = self.ask(frame)
+        try:
+            future = asyncio.run_coroutine_threadsafe(asked, loop)
+        except RuntimeError:
+            asked.close()  # never scheduled: the loop is already closed
+            raise AgentSimError(f"{self.agent_id}: connection already ended") from None
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise AgentSimError(
+                f"{self.agent_id}: no reply to {frame['type']} after {timeout}s"
+            ) from None
+
+    def send_message(
+        self,
+        to: str | None,
+        payload: Any,
+        message_type: str = "chat",
+        reply_to: str | None = None,
+    ) -> str:
+        """A direct message (``to=None``: a broadcast); the id from ``message_sent``."""
+        reply = self.request(message_frame(to, payload, message_type, reply_to))
+        message_id: str = reply["id"]
+        return message_id
+
+    def ack_mailbox(self, seq: int) -> int:
+        """``mailbox_ack`` up to ``seq``; the ``up_to`` the hub confirmed."""
+        up_to: int = self.request({"type": "mailbox_ack", "seq": seq})["up_to"]
+        return up_to
+
+    def subscribe(self, channel: str) -> dict[str, Any]:
+        return self.request({"type": "channel_subscribe", "channel": channel})
+
+    def unsubscribe(self, channel: str) -> dict[str, Any]:
+        return self.request({"type": "channel_unsubscribe", "channel": channel})
+
+    def publish(
+        self,
+        channel: str,
+        payload: Any,
+        message_type: str = "chat",
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
+        """``channel_publish``; the ``channel_published`` reply (channel, seq, id)."""
+        frame = {
+            "type": "channel_publish",
+            "channel": channel,
+            "payload": payload,
+            "message_type": message_type,
+            "reply_to": reply_to,
+        }
+        return self.request(frame)
+
     # -- the loop thread ---------------------------------------------------
+
+    async def ask(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a messaging frame and await its reply (on the agent's loop)."""
+        if frame["type"] not in REPLY_TO_REQUEST:
+            raise ValueError(f"not a request with a reply: {frame['type']!r}")
+        if self._silenced or self._connection is None:
+            raise AgentSimError(f"{self.agent_id}: not connected")
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # Queued before the write: the reply can be read before write_message returns.
+        self._pending.append((frame["type"], answer))
+        try:
+            await self._connection.write_message(json.dumps(frame))
+        except WebSocketClosedError:
+            answer.cancel()
+            raise AgentSimError(f"{self.agent_id}: connection closed") from None
+        return await answer
 
     def _run(self) -> None:
         asyncio.run(self._serve_until_ended())
@@ -206,7 +367,7 @@ class AgentSim:
         self.log.info("connecting", hub=self.hub_ws_url, behaviour=str(self.behaviour))
         connection = await websocket_connect(self.hub_ws_url, connect_timeout=CONNECT_TIMEOUT_S)
         self._connection = connection
-        identify = {
+        identify: dict[str, Any] = {
             "type": "identify",
             "agent_id": self.agent_id,
             "token": self._token,
@@ -214,12 +375,18 @@ class AgentSim:
             "status": "idle",
             "capabilities": list(self.capabilities),
         }
+        if not self.presence:
+            identify["presence"] = False
         await self._send(identify, "identify_sent", self.log)
-        while (message := await connection.read_message()) is not None:
-            try:
-                await self._on_frame(json.loads(message))
-            except (ValueError, KeyError, TypeError) as error:
-                self._note_unreadable(message, error)
+        try:
+            while (message := await connection.read_message()) is not None:
+                received_at = time.time() * 1000
+                try:
+                    await self._on_frame(json.loads(message), received_at)
+                except (ValueError, KeyError, TypeError) as error:
+                    self._note_unreadable(message, error)
+        finally:
+            self._fail_pending()
         if not self._silenced:
             self.log.warning(
                 "connection_lost", close_code=connection.close_code, reason=connection.close_reason
@@ -228,8 +395,15 @@ class AgentSim:
                 self._failure = f"hub closed the connection (code {connection.close_code})"
         self.log.info("connection_closed")
 
-    async def _on_frame(self, frame: dict[str, Any]) -> None:
-        match frame["type"]:
+    async def _on_frame(self, frame: dict[str, Any], received_at: float) -> None:
+        kind = frame["type"]
+        if kind in PUSHES:
+            self._on_push(frame, received_at)
+            return
+        if kind in REPLIES:
+            self._on_reply(frame)
+            return
+        match kind:
             case "identified":
                 self._identified.set()
                 self._handshake_over.set()
@@ -250,6 +424,60 @@ class AgentSim:
         if not self._identified.is_set():
             self._failure = f"hub refused identify: {frame.get('error')}"
             self._handshake_over.set()
+        elif self._pending:
+            request, answer = self._pending.popleft()
+            if not answer.done():
+                answer.set_exception(
+                    AgentSimError(f"{self.agent_id}: {request} refused: {frame.get('error')}")
+                )
+
+    def _on_push(self, frame: dict[str, Any], received_at: float) -> None:
+        with self._lock:
+            self._messages.append(ReceivedMessage(frame, received_at))
+        seq = frame.get("seq") if frame["type"] == "message" else None
+        self.log.debug("message_received", message_id=frame.get("id"), seq=seq)
+        if isinstance(seq, int) and seq > self._highest_pushed_seq:
+            self._highest_pushed_seq = seq
+            if self.auto_ack and not self._ack_running:
+                self._ack_running = True
+                acking = asyncio.create_task(self._ack_pushed())
+                self._delayed_work.add(acking)
+                acking.add_done_callback(self._delayed_work.discard)
+
+    async def _ack_pushed(self) -> None:
+        """Acknowledge the highest pushed seq until no higher one arrived meanwhile."""
+        try:
+            acked = 0
+            while self._highest_pushed_seq > acked:
+                acked = self._highest_pushed_seq
+                await self.ask({"type": "mailbox_ack", "seq": acked})
+        except AgentSimError as error:
+            self.log.info("auto_ack_stopped", problem=str(error))
+        finally:
+            self._ack_running = False
+
+    def _on_reply(self, frame: dict[str, Any]) -> None:
+        if frame["type"] == "mailbox_acked":
+            with self._lock:
+                self._acked_up_to = max(self._acked_up_to, frame["up_to"])
+        if not self._pending:
+            self._note_unreadable(json.dumps(frame), ValueError("a reply to no request"))
+            return
+        request, answer = self._pending.popleft()
+        if answer.done():  # the caller gave up waiting
+            return
+        if REPLY_TO_REQUEST[request] != frame["type"]:
+            answer.set_exception(
+                AgentSimError(f"{self.agent_id}: {request} answered by {frame['type']}")
+            )
+        else:
+            answer.set_result(frame)
+
+    def _fail_pending(self) -> None:
+        while self._pending:
+            request, answer = self._pending.popleft()
+            if not answer.done():
+                answer.set_exception(AgentSimError(f"{self.agent_id}: {request}: connection ended"))
 
     def _note_unreadable(self, message: str | bytes, error: Exception) -> None:
         with self._lock:
