@@ -16,6 +16,11 @@ Scenarios (run in this order by ``all``):
 * ``capability-spread`` ``throughput`` twice, back to back: without, then with
   20,000 tasks queued ahead of it that each need a capability of their own no
   agent has. Tasks/s with over without, and the hub's memory in both.
+* ``messaging``  direct messages at a steady 200/s between 16 agent pairs: send →
+  push latency p50/p99; broadcasts to 1,000 connected agents: time until the
+  last one has each; 10,000 messages queued for an agent that is away, then
+  read and acknowledged over HTTP by one polling client: messages/s. Each
+  figure is printed with its target, met or not.
 * ``baseline``   a bare Tornado WebSocket echo server, 16 connections doing 3
   round trips per "task": the ceiling on this machine.
 
@@ -33,7 +38,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -42,12 +47,13 @@ from typing import Any
 from agentcom.clock import now_ms as hub_now_ms
 from agentcom.messages import Priority, TaskStatus
 from agentcom.store import TaskRecord, TaskStore, open_tasks_db
-from simulator import bench_agents
+from simulator import bench_agents, bench_messaging, lean_agents
 from simulator.bench_support import (
     HubClient,
     HubProcess,
     completed_count,
     now_ms,
+    percentile,
     rate,
     submit_all,
     summary,
@@ -62,10 +68,20 @@ SCENARIOS = (
     "scale",
     "deep-store",
     "capability-spread",
+    "messaging",
     "baseline",
 )
 SUBMITTERS = 4
 COMPLETION_TIMEOUT_S = 300.0
+MESSAGE_PAIRS = 16
+MESSAGES_PER_S = 200.0
+FILL_SENDERS = 4
+MAILBOX_PAGE = 1000
+DISCONNECT_TIMEOUT_S = 60.0
+# The messaging targets on this project's machine (issue 14).
+DIRECT_P99_TARGET_MS = 10.0
+BROADCAST_TARGET_MS = 500.0
+DRAIN_TARGET_PER_S = 5000.0
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -82,7 +98,12 @@ class Bench:
     # --- the hub and the agents ---------------------------------------------------
 
     @contextmanager
-    def hub(self, name: str, prepare: Callable[[Path], None] | None = None) -> Iterator[HubProcess]:
+    def hub(
+        self,
+        name: str,
+        prepare: Callable[[Path], None] | None = None,
+        hub_args: Sequence[str] = (),
+    ) -> Iterator[HubProcess]:
         if self.args.hub:
             yield HubProcess(self.args.hub.rstrip("/"), self.args.token)
             return
@@ -90,23 +111,29 @@ class Bench:
         data_dir.mkdir(mode=0o700)  # as the hub wants it: owner-only
         if prepare is not None:
             prepare(data_dir)
-        hub = HubProcess.start(data_dir)
+        hub = HubProcess.start(data_dir, hub_args)
         try:
             yield hub
         finally:
             hub.stop()
 
     @contextmanager
-    def agents(self, hub: HubProcess, prefix: str, count: int) -> Iterator[dict[str, Any]]:
-        """``count`` completing agents in their own process; yields what they reported."""
+    def agents(
+        self, hub: HubProcess, prefix: str, count: int, *, lean: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """``count`` completing agents in their own process; yields what they reported.
+
+        ``lean``: ``lean_agents`` instead of ``AgentSim``s, for a load whose frames
+        would otherwise keep the agents' process busier than the hub; they add
+        the presence frames they saw to the report when the block ends.
+        """
         tokens = {
             f"{prefix}-{n}": create_token(hub.http_url, hub.admin_token, f"{prefix}-{n}")
             for n in range(count)
         }
         driver_end, agents_end = _spawn.Pipe()
-        process = _spawn.Process(
-            target=bench_agents.serve_agents, args=(hub.ws_url, tokens, agents_end)
-        )
+        serve = lean_agents.serve_lean_agents if lean else bench_agents.serve_agents
+        process = _spawn.Process(target=serve, args=(hub.ws_url, tokens, agents_end))
         process.start()
         report: dict[str, Any] = _receive(driver_end, process)
         report["agent_ids"] = list(tokens)
@@ -114,6 +141,8 @@ class Bench:
             yield report
         finally:
             driver_end.send("done")
+            if lean:
+                report.update(_receive(driver_end, process))
             process.join(timeout=30)
 
     def completed_records(
@@ -210,7 +239,7 @@ class Bench:
         agent_count, count = self.size(1000), self.size(10_000)
         with self.hub("scale") as hub:
             rss_without_agents = hub.rss_kib()
-            with self.agents(hub, "scale", agent_count) as agents:
+            with self.agents(hub, "scale", agent_count, lean=True) as agents:
                 rss_with_agents = hub.rss_kib()
                 with HubClient(hub, hub.admin_token) as client:
                     target = completed_count(client) + count
@@ -229,6 +258,8 @@ class Bench:
             "agents": agent_count,
             "tasks": count,
             "connect_s": round(agents["connect_s"], 2),
+            # at least n(n-1)/2 when every agent hears of every later one: presence is on
+            "presence_frames": agents["presence_frames"],
             "rss_without_agents_kib": rss_without_agents,
             "rss_with_agents_kib": rss_with_agents,
             "rss_after_tasks_kib": rss_after_tasks,
@@ -281,6 +312,167 @@ class Bench:
             "with": {figure: with_spread[figure] for figure in keep},
             "ratio": round(with_spread["tasks_per_s"] / without["tasks_per_s"], 3),
         }
+
+    def messaging(self) -> None:
+        count, listeners = self.size(2000), self.size(1000)
+        rounds, queued = self.size(5), self.size(10_000)
+        # A mailbox keeps 1,000 messages by default; this one must hold the backlog.
+        with self.hub("messaging", hub_args=("--mailbox-max", str(max(queued, 1000)))) as hub:
+            direct = self._direct_messages(hub, count)
+            broadcast = self._broadcasts(hub, listeners, rounds)
+            drain = self._mailbox_drain(hub, queued)
+        figures: dict[str, Any] = {**direct, **broadcast, **(drain or {})}
+        targets = [
+            _target(
+                f"direct p99 ≤ {DIRECT_P99_TARGET_MS:g} ms",
+                direct["direct_ms"]["p99"] <= DIRECT_P99_TARGET_MS,
+                direct["direct_ms"]["p99"],
+            ),
+            _target(
+                f"broadcast to {listeners:,} agents ≤ {BROADCAST_TARGET_MS:g} ms",
+                broadcast["broadcast_last_ms"]["max"] <= BROADCAST_TARGET_MS,
+                broadcast["broadcast_last_ms"]["max"],
+            ),
+        ]
+        if drain is not None:
+            targets.append(
+                _target(
+                    f"mailbox drain ≥ {DRAIN_TARGET_PER_S:,g} messages/s",
+                    drain["drain_per_s"] >= DRAIN_TARGET_PER_S,
+                    drain["drain_per_s"],
+                )
+            )
+        figures["targets"] = targets
+        self.results["messaging"] = figures
+
+    def _direct_messages(self, hub: HubProcess, count: int) -> dict[str, Any]:
+        names = [(f"msg-send-{n}", f"msg-receive-{n}") for n in range(MESSAGE_PAIRS)]
+        tokens = self._tokens(hub, [agent_id for pair in names for agent_id in pair])
+        pairs = [((s, tokens[s]), (r, tokens[r])) for s, r in names]
+        print(
+            f"  messaging: {count} direct messages at {MESSAGES_PER_S:g}/s"
+            f" over {MESSAGE_PAIRS} pairs",
+            file=sys.stderr,
+        )
+        result, cpu_s = self._agent_phase(
+            hub,
+            bench_messaging.direct_latency,
+            (hub.ws_url, pairs, count, MESSAGES_PER_S),
+            timeout_s=count / MESSAGES_PER_S + COMPLETION_TIMEOUT_S,
+        )
+        if len(result["latency_ms"]) != count:
+            raise RuntimeError(f"{len(result['latency_ms'])} of {count} direct messages arrived")
+        return {
+            "direct_messages": count,
+            "direct_ms": summary(result["latency_ms"]),
+            "message_sent_ms": summary(result["message_sent_ms"]),
+            "hub_cpu_ms_per_message": None if cpu_s is None else round(cpu_s / count * 1000, 3),
+        }
+
+    def _broadcasts(self, hub: HubProcess, listeners: int, rounds: int) -> dict[str, Any]:
+        listener_ids = [f"msg-listen-{n}" for n in range(listeners)]
+        tokens = self._tokens(hub, ["msg-announcer", *listener_ids])
+        announcer = ("msg-announcer", tokens.pop("msg-announcer"))
+        print(
+            f"  messaging: {rounds} broadcasts, one at a time, to {listeners} agents",
+            file=sys.stderr,
+        )
+        result, _ = self._agent_phase(
+            hub, bench_messaging.broadcasts, (hub.ws_url, announcer, tokens, rounds)
+        )
+        arrivals: list[list[float]] = result["arrival_ms"]
+        last = [max(one_round) for one_round in arrivals]
+        return {
+            "broadcast_agents": listeners,
+            "broadcasts": rounds,
+            "broadcast_last_ms": {
+                "p50": round(percentile(last, 0.5), 2),
+                "max": round(max(last), 2),
+            },
+            "broadcast_arrival_ms": summary([ms for one_round in arrivals for ms in one_round]),
+        }
+
+    def _mailbox_drain(self, hub: HubProcess, queued: int) -> dict[str, Any] | None:
+        away = "msg-away"
+        with HubClient(hub, hub.admin_token) as client:
+            kept = client.request("GET", "/api/config/mailbox-retention")["mailbox_max"]
+        if kept < queued:
+            print(
+                f"  messaging: mailbox drain skipped: the hub keeps {kept} messages per mailbox,"
+                f" fewer than {queued} (start it with --mailbox-max {queued})",
+                file=sys.stderr,
+            )
+            return None
+        away_token = self._tokens(hub, [away])[away]
+        senders = self._tokens(hub, [f"msg-fill-{n}" for n in range(FILL_SENDERS)])
+        print(f"  messaging: queueing {queued} messages for {away}, away", file=sys.stderr)
+        filled, _ = self._agent_phase(
+            hub, bench_messaging.fill_mailbox, (hub.ws_url, senders, away, queued)
+        )
+        print(f"  messaging: {away} reads and acknowledges its mailbox", file=sys.stderr)
+        read = pages = since = 0
+        with HubClient(hub, away_token) as client:
+            started = time.monotonic()
+            while True:
+                page = client.request(
+                    "GET", f"/api/mailbox/{away}?since={since}&limit={MAILBOX_PAGE}"
+                )
+                if not page["messages"]:
+                    break
+                client.request("POST", f"/api/mailbox/{away}/ack", {"seq": page["last_seq"]})
+                read, pages, since = read + page["count"], pages + 1, page["last_seq"]
+            elapsed = time.monotonic() - started
+        if read < queued or page["evicted"]:
+            raise RuntimeError(f"read {read} of {queued} queued; {page['evicted']} evicted")
+        return {
+            "queued": queued,
+            "queue_per_s": round(queued / filled["elapsed_s"], 1),
+            "drain_pages": pages,
+            "drain_per_s": round(read / elapsed, 1),
+        }
+
+    def _tokens(self, hub: HubProcess, agent_ids: list[str]) -> dict[str, str]:
+        with HubClient(hub, hub.admin_token) as client:
+            return {
+                agent_id: client.request(
+                    "POST", "/admin/tokens", {"agent_id": agent_id, "role": "agent"}
+                )["token"]
+                for agent_id in agent_ids
+            }
+
+    def _agent_phase(
+        self,
+        hub: HubProcess,
+        work: Callable[..., None],
+        args: tuple[Any, ...],
+        timeout_s: float = COMPLETION_TIMEOUT_S,
+    ) -> tuple[dict[str, Any], float | None]:
+        """Run ``work`` (a ``bench_messaging`` function) in a process of its own: it
+        connects, the hub's CPU time is read, it works; returns its report and the
+        hub's CPU seconds meanwhile. Returns once the hub has let its agents go."""
+        connected_before = _agents_connected(hub)
+        driver_end, agents_end = _spawn.Pipe()
+        process = _spawn.Process(target=work, args=(*args, agents_end))
+        process.start()
+        try:
+            connect_s = _receive(driver_end, process)["connect_s"]
+            print(f"  messaging: agents connected in {connect_s:.2f}s", file=sys.stderr)
+            cpu_before = hub.cpu_seconds()
+            driver_end.send("go")
+            report: dict[str, Any] = _receive(driver_end, process, timeout_s=timeout_s)
+            cpu_after = hub.cpu_seconds()
+        finally:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+        # The next part starts on a hub that has seen these agents go.
+        deadline = time.monotonic() + DISCONNECT_TIMEOUT_S
+        while (connected := _agents_connected(hub)) > connected_before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{connected} agents still connected to the hub")
+            time.sleep(0.05)
+        cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        return report, cpu_s
 
     def baseline(self) -> None:
         count = self.size(5000)
@@ -361,6 +553,15 @@ def fill_unservable(data_dir: Path, count: int) -> None:
     db.close()
 
 
+def _agents_connected(hub: HubProcess) -> int:
+    with HubClient(hub, hub.admin_token) as client:
+        return int(client.request("GET", "/health")["agents_connected"])
+
+
+def _target(name: str, met: bool, value: float) -> dict[str, Any]:
+    return {"target": name, "met": met, "value": value}
+
+
 def _completed_at(task: dict[str, Any]) -> int:
     return max(int(e["timestamp"]) for e in task["history"] if e["event"] == "completed")
 
@@ -377,6 +578,11 @@ def print_table(name: str, figures: dict[str, Any]) -> None:
     print("| figure | value |")
     print("| --- | --- |")
     for figure, value in figures.items():
+        if figure == "targets":
+            for target in value:
+                verdict = "met" if target["met"] else "**not met**"
+                print(f"| {target['target']} | {verdict} ({target['value']}) |")
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         print(f"| {figure} | {value} |")
