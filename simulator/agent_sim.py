@@ -236,11 +236,18 @@ class AgentSim:
         """
         if self._loop is None or self._ended.is_set():
             return
+        self.stop_soon()
+        if not self.wait_closed(timeout):
+            raise AgentSimError(f"{self.agent_id}: still running {timeout}s after stop()")
+
+    def stop_soon(self) -> None:
+        """Begin `stop` and return at once, so many agents can close together;
+        `wait_closed` says when this one is done."""
+        if self._loop is None or self._ended.is_set():
+            return
         # RuntimeError: the loop already closed, the connection ended on its own.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._close_cleanly)
-        if not self.wait_closed(timeout):
-            raise AgentSimError(f"{self.agent_id}: still running {timeout}s after stop()")
 
     def kill_connection(self, timeout: float = KILL_TIMEOUT_S) -> None:
         """Drop the TCP connection abruptly, with no close frame.

@@ -454,6 +454,7 @@ class Bench:
         driver_end, agents_end = _spawn.Pipe()
         process = _spawn.Process(target=work, args=(*args, agents_end))
         process.start()
+        agents_end.close()  # the child's now: if it dies, the pipe ends at once
         try:
             connect_s = _receive(driver_end, process)["connect_s"]
             print(f"  messaging: agents connected in {connect_s:.2f}s", file=sys.stderr)

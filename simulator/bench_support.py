@@ -1,10 +1,10 @@
 """What every benchmark scenario needs: a hub process to measure, submitters, figures.
 
-``HubProcess`` runs ``python -m agentcom.hub`` on a fresh data dir (or stands
-for a hub given by URL, whose CPU and memory cannot then be read); it reads
-the hub's CPU time and resident memory from ``/proc``. ``submit_all`` posts
-tasks over keep-alive connections from several threads. ``summary`` turns
-samples into the p50/p99/max the tables show.
+``HubProcess`` runs ``python -m agentcom.hub`` on a fresh data dir, with any
+flags a scenario needs (or stands for a hub given by URL, whose CPU and memory
+cannot then be read); it reads the hub's CPU time and resident memory from
+``/proc``. ``submit_all`` posts tasks over keep-alive connections from several
+threads. ``summary`` turns samples into the p50/p99/max the tables show.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class HubProcess:
         return parsed.hostname, parsed.port
 
     @classmethod
-    def start(cls, data_dir: Path) -> HubProcess:
+    def start(cls, data_dir: Path, extra_args: Sequence[str] = ()) -> HubProcess:
         admin = subprocess.run(
             [
                 *AGENTCOM,
@@ -107,6 +107,7 @@ class HubProcess:
                 # (256 per address) is for real fleets, not a 1,000-agent load test.
                 "--max-connections-per-ip",
                 "0",
+                *extra_args,
             ],
             stdout=subprocess.PIPE,
             text=True,

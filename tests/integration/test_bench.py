@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
@@ -35,9 +36,29 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
         assert spread[side]["tasks_per_s"] > 0
         assert spread[side]["hub_rss_kib"] > 0
     assert spread["ratio"] > 0
+    assert_messaging_figures(figures["messaging"])
     assert figures["baseline"]["tasks_per_s"] > 0
     assert figures["ratio"]["throughput_over_baseline"] > 0
     assert "throughput ÷ baseline" in run.stdout
+
+
+def assert_messaging_figures(messaging: dict[str, Any]) -> None:
+    """What ``messaging`` reports at ``--scale 0.01``: every part ran to its end."""
+    assert messaging["direct_messages"] == 20
+    assert set(messaging["direct_ms"]) == {"p50", "p99", "max"}
+    assert set(messaging["message_sent_ms"]) == {"p50", "p99", "max"}
+    assert messaging["hub_cpu_ms_per_message"] > 0
+    assert (messaging["broadcast_agents"], messaging["broadcasts"]) == (10, 2)
+    assert set(messaging["broadcast_last_ms"]) == {"p50", "max"}
+    assert messaging["queued"] == 100
+    assert messaging["drain_per_s"] > 0
+    targets = [target["target"] for target in messaging["targets"]]
+    assert targets == [
+        "direct p99 ≤ 10 ms",
+        "broadcast to 10 agents ≤ 500 ms",
+        "mailbox drain ≥ 5,000 messages/s",
+    ]
+    assert all(isinstance(target["met"], bool) for target in messaging["targets"])
 
 
 def test_unknown_scenarios_and_half_given_hubs_are_refused() -> None:
