@@ -9,6 +9,10 @@ Two gaps in Pykka are filled here, and only here:
   handles every message already waiting in the inbox, calls ``end_batch()``
   (TaskQueue commits there), and only then sends the replies: group commit,
   so that a reply never reports a change that is not yet on disk.
+
+On top of that, ``StoreActor`` is what the actors that own a store (TaskQueue,
+PostOffice) share: a savepoint per message, one commit per batch, an outbox
+sent only after it, and a full disk handled as one episode.
 """
 
 from __future__ import annotations
@@ -17,11 +21,17 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import pykka
+import pykka.messages
 import structlog
 from pykka._envelope import Envelope
+
+from agentcom.clock import Clock
+from agentcom.messages import StorageFull
+from agentcom.store import GroupCommitStore
 
 log = structlog.get_logger(__name__)
 
@@ -144,6 +154,133 @@ class BatchingActor(HubActor):
         if envelope.reply_to is None:
             return None
         return envelope, response, None
+
+
+StoreT = TypeVar("StoreT", bound=GroupCommitStore)
+OutT = TypeVar("OutT")
+
+
+class StoreActor(BatchingActor, Generic[StoreT, OutT]):
+    """A ``BatchingActor`` that owns a ``GroupCommitStore``, and what it queues to send.
+
+    Each message runs in its own savepoint, kept if it is handled and undone if
+    it raises, so one failed request cannot undo the others of its batch. What
+    a message causes besides the store (events, pushes) waits in ``_outbox``;
+    ``end_batch`` commits once, and only then ``_flush``es the outbox, so no
+    reply, event or push reports a change that is not on disk. A message that
+    fails half-way, or a commit that fails, takes its outbox entries with it
+    and leaves memory as the store holds it (``_load``).
+
+    A full disk is an episode, not an error per request: the first write that
+    fails raises ``StorageFull``, ``storage_full`` is logged once, and until a
+    write succeeds again (``storage_writable_again``) each message is committed
+    on its own, so each refused request fails alone. A sweep calls
+    ``_probe_if_full`` so that the episode ends without waiting for traffic.
+
+    What differs between the owners are the hooks: ``refusals``, ``_load``,
+    ``_flush``, ``_answer_when_full`` and ``_outlives_lost_batch``.
+    """
+
+    # A fire-and-forget message that fails is rolled back by its savepoint;
+    # stopping the actor for it would stop everyone who talks to it.
+    survives_failed_tells = True
+
+    refusals: tuple[type[Exception], ...] = ()
+    """Errors a handler raises before it changes anything: only its savepoint is undone."""
+
+    _store: StoreT  # opened in on_start, in the actor's thread
+
+    def __init__(self, data_dir: Path, clock: Clock) -> None:
+        super().__init__()
+        self._data_dir = data_dir
+        self._clock = clock
+        self._full_since: int | None = None  # when the store last refused a write
+        self._outbox: list[OutT] = []  # sent by _flush, after the commit
+
+    # --- hooks ----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Build what memory holds of the store from what the store holds."""
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Send what the outbox holds, and empty it."""
+        raise NotImplementedError
+
+    def _answer_when_full(self, message: Any, full: StorageFull) -> Any:
+        """The answer to ``message``, whose changes a full store refused; it fails by default."""
+        raise full
+
+    def _outlives_lost_batch(self, out: OutT) -> bool:
+        """Whether ``out`` still goes out when its batch's commit fails."""
+        return False
+
+    # --- one message, one batch -----------------------------------------------------
+
+    def _handle_receive(self, message: Any) -> Any:
+        if isinstance(message, pykka.messages._ActorStop):
+            return super()._handle_receive(message)
+        outbox_before = len(self._outbox)
+        try:
+            response = super()._handle_receive(message)
+            self._store.end_message(keep=True)
+            if self._full_since is not None and self._store.commit():
+                self._storage_writable()
+        except StorageFull as full:
+            # Caught before the refusals (it is a TaskRefused): whatever this
+            # message changed is not stored, so memory follows the store.
+            self._store.end_message(keep=False)
+            self._undo(outbox_before)
+            self._storage_full(full)
+            return self._answer_when_full(message, full)
+        except self.refusals:
+            # Refusals are decided before anything is changed.
+            self._store.end_message(keep=False)
+            raise
+        except BaseException:
+            # Anything else may have failed half-way: undo it on disk, and
+            # rebuild memory from disk rather than trust what was changed.
+            self._store.end_message(keep=False)
+            self._undo(outbox_before)
+            raise
+        return response
+
+    def _undo(self, outbox_before: int) -> None:
+        del self._outbox[outbox_before:]
+        self._load()
+
+    def end_batch(self) -> None:
+        """Commit the batch, then flush the outbox."""
+        try:
+            self._store.commit()
+        except Exception as error:
+            # Nothing of this batch is on disk: its replies fail (BatchingActor),
+            # only what outlives the batch goes out, and memory goes back to the
+            # store's view.
+            self._store.rollback()
+            self._outbox = [out for out in self._outbox if self._outlives_lost_batch(out)]
+            self._load()
+            if isinstance(error, StorageFull):
+                self._storage_full(error)
+            self._flush()
+            raise
+        self._flush()
+
+    # --- the full-disk episode ------------------------------------------------------
+
+    def _storage_full(self, full: StorageFull) -> None:
+        if self._full_since is None:
+            self._full_since = self._clock()
+            log.warning("storage_full", data_dir=str(self._data_dir), detail=full.detail)
+
+    def _storage_writable(self) -> None:
+        assert self._full_since is not None
+        log.info("storage_writable_again", full_for_ms=self._clock() - self._full_since)
+        self._full_since = None
+
+    def _probe_if_full(self, now: int) -> None:
+        if self._full_since is not None:
+            self._store.probe(now)  # committed on its own: the episode ends if it is stored
 
 
 def _dead_letter_of(actor: pykka.Actor) -> Any:

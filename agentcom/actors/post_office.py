@@ -9,14 +9,15 @@ offline subscribers (and a broadcast and its mailbox copies) must commit in
 one transaction: with two actors, an offline subscriber could miss a message
 whose publish was acknowledged.
 
-As a ``BatchingActor`` it handles every waiting message, commits once, then
-replies, pushes and publishes (``MessageSent``, ``ChannelPublished`` on
-``MESSAGES_TOPIC``): no reply, push or event reports a message that is not on
-disk. Each request runs in its own savepoint, so one failed request cannot undo
-the others of its batch. A full disk is handled as TaskQueue handles it: the
-request is refused with ``StorageFull``, a warning is logged once per episode,
-each request then commits alone until one succeeds, and the TTL sweep probes
-the store meanwhile.
+As a ``StoreActor`` (``actors/base.py``) it handles every waiting message,
+commits once, then replies, pushes and publishes (``MessageSent``,
+``ChannelPublished`` on ``MESSAGES_TOPIC``): no reply, push or event reports a
+message that is not on disk. Each request runs in its own savepoint, so one
+failed request cannot undo the others of its batch. A full disk is handled as
+TaskQueue handles it (StoreActor): the request is refused with ``StorageFull``,
+a warning is logged once per episode, each request then commits alone until one
+succeeds, and the TTL sweep probes the store meanwhile; a notice that meets a
+full store is dropped.
 
 What triggers it: requests from the edge (HTTP and the agents' sockets, which
 validate everything first); ``AgentOnline`` from an AgentFSM right after its
@@ -41,13 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-import pykka.messages
 import structlog
 from pykka.messages import ProxyCall
 
 from agentcom import compact_json
 from agentcom.actors.agent_fsm import AgentLink
-from agentcom.actors.base import BatchingActor, tell_quietly
+from agentcom.actors.base import StoreActor, tell_quietly
 from agentcom.clock import Clock, now_ms
 from agentcom.message_store import ChannelRow, MessageStore, StoredMessage
 from agentcom.messages import (
@@ -150,10 +150,8 @@ class _Replay:
 _Out = _Push | _Event | _Replay
 
 
-class PostOffice(BatchingActor):
-    # A notice or sweep that fails is rolled back by its savepoint; stopping the
-    # post office for it would stop every conversation.
-    survives_failed_tells = True
+class PostOffice(StoreActor[MessageStore, _Out]):
+    refusals = (MessageRefused,)
 
     def __init__(
         self,
@@ -163,16 +161,12 @@ class PostOffice(BatchingActor):
         timers: Timers,
         clock: Clock = now_ms,
     ) -> None:
-        super().__init__()
-        self._data_dir = data_dir
+        super().__init__(data_dir, clock)
         self._defaults = retention  # the flags; PUT values stored in settings win
         self._retention = retention
         self._pubsub = pubsub_ref.proxy()
         self._timers = timers
-        self._clock = clock
         self._online: dict[str, tuple[str, AgentLink]] = {}  # agent id: (fsm urn, link)
-        self._outbox: list[_Out] = []
-        self._full_since: int | None = None
         self._sweep_timer: TimerHandle | None = None
         self._last_timestamp = 0
 
@@ -218,53 +212,18 @@ class PostOffice(BatchingActor):
             self._sweep_timer.cancel()
         log.info("post_office_stopped")
 
-    def _handle_receive(self, message: Any) -> Any:
-        if isinstance(message, pykka.messages._ActorStop):
-            return super()._handle_receive(message)
-        outbox_before = len(self._outbox)
-        try:
-            response = super()._handle_receive(message)
-            self._store.end_message(keep=True)
-            if self._full_since is not None and self._store.commit():
-                self._storage_writable()
-        except StorageFull as full:
-            # Nothing this message changed is stored: nothing of it goes out either.
-            self._store.end_message(keep=False)
-            self._undo(outbox_before)
-            self._storage_full(full)
-            if not _is_ask(message):
-                log.info("notice_dropped_storage_full", message=type(message).__name__)
-                return None
-            raise
-        except MessageRefused:
-            # Refusals are decided before anything is changed.
-            self._store.end_message(keep=False)
-            raise
-        except BaseException:
-            self._store.end_message(keep=False)
-            self._undo(outbox_before)
-            raise
-        return response
+    def _answer_when_full(self, message: Any, full: StorageFull) -> Any:
+        if not _is_ask(message):
+            log.info("notice_dropped_storage_full", message=type(message).__name__)
+            return None
+        raise full
 
-    def _undo(self, outbox_before: int) -> None:
-        del self._outbox[outbox_before:]
-        self._load()
+    def _outlives_lost_batch(self, out: _Out) -> bool:
+        return isinstance(out, _Replay)  # it reads what is committed
 
     def end_batch(self) -> None:
         try:
-            try:
-                self._store.commit()
-            except Exception as error:
-                # Nothing of this batch is on disk: its replies fail (BatchingActor),
-                # and nothing but replays of what was committed before goes out.
-                self._store.rollback()
-                self._outbox = [out for out in self._outbox if isinstance(out, _Replay)]
-                self._load()
-                if isinstance(error, StorageFull):
-                    self._storage_full(error)
-                self._flush()
-                raise
-            self._flush()
+            super().end_batch()
         finally:
             if self.actor_stopped.is_set():
                 self._db.close()
@@ -293,16 +252,6 @@ class PostOffice(BatchingActor):
 
     def _publish(self, event: object) -> None:
         self._outbox.append(_Event(event))
-
-    def _storage_full(self, full: StorageFull) -> None:
-        if self._full_since is None:
-            self._full_since = self._clock()
-            log.warning("storage_full", data_dir=str(self._data_dir), detail=full.detail)
-
-    def _storage_writable(self) -> None:
-        assert self._full_since is not None
-        log.info("storage_writable_again", full_for_ms=self._clock() - self._full_since)
-        self._full_since = None
 
     # --- notices and timer ticks ----------------------------------------------------------
 
@@ -355,8 +304,7 @@ class PostOffice(BatchingActor):
 
     def _sweep(self) -> None:
         now = self._clock()
-        if self._full_since is not None:
-            self._store.probe(now)  # committed on its own: the episode ends if it is stored
+        self._probe_if_full(now)
         dropped = self._store.evict_expired(now - self._retention.mailbox_ttl_ms, SWEEP_ROWS)
         for agent_id, count in dropped.items():
             log.info("mailbox_evicted", agent_id=agent_id, count=count, cause="ttl")

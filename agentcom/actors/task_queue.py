@@ -7,11 +7,11 @@ it). Queued and assigned tasks also live in memory (``_live`` and the
 ``QueuedIndex``), rebuilt from disk at start, so that scheduling, sweeps and
 stats never scan the table; finished tasks are read from disk on request.
 
-As a ``BatchingActor`` it handles every waiting message, commits once, then
-replies and publishes: a reply or event never reports a change that is not on
-disk. Each message runs in its own savepoint, so one bad request cannot undo
-the others in its batch. TaskQueue only ever ``tell``s (PubSub), so actors
-that block on its replies cannot deadlock with it.
+As a ``StoreActor`` (``actors/base.py``) it handles every waiting message,
+commits once, then replies and publishes: a reply or event never reports a
+change that is not on disk. Each message runs in its own savepoint, so one bad
+request cannot undo the others in its batch. TaskQueue only ever ``tell``s
+(PubSub), so actors that block on its replies cannot deadlock with it.
 
 Who may see a task is decided here too (``visible_to``): an agent token sees
 the tasks it submitted or holds (held last); the HTTP layer passes None for
@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-import pykka.messages
 import structlog
 from pykka.messages import ProxyCall
 
-from agentcom.actors.base import BatchingActor
+from agentcom.actors.base import StoreActor
 from agentcom.clock import Clock, now_ms
 from agentcom.matching import QueuedIndex
 from agentcom.messages import (
@@ -89,10 +88,8 @@ def _visible(task: TaskRecord, visible_to: str | None) -> bool:
     return visible_to is None or visible_to in (task.submitted_by, task.assigned_to)
 
 
-class TaskQueue(BatchingActor):
-    # A fire-and-forget message that fails is rolled back by its savepoint;
-    # stopping the queue for it would stop every submitter and agent.
-    survives_failed_tells = True
+class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, event)
+    refusals = (TaskRefused,)  # StorageFull is one too; StoreActor handles it first
 
     def __init__(
         self,
@@ -101,17 +98,13 @@ class TaskQueue(BatchingActor):
         clock: Clock = now_ms,
         idempotency_ttl_ms: int = IDEMPOTENCY_TTL_MS,
     ) -> None:
-        super().__init__()
-        self._data_dir = data_dir
+        super().__init__(data_dir, clock)
         self._pubsub = pubsub.proxy()
-        self._clock = clock
         self._idempotency_ttl_ms = idempotency_ttl_ms
-        self._full_since: int | None = None  # when the store last refused a write
         self._live: dict[str, TaskRecord] = {}
         self._held_by: dict[str, str] = {}
         self._queued = QueuedIndex()
         self._counts: Counter[tuple[TaskStatus, Priority]] = Counter()
-        self._outbox: list[tuple[str, object]] = []  # (topic, event), sent after the commit
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -135,58 +128,21 @@ class TaskQueue(BatchingActor):
         self._db.close()
         log.info("task_queue_stopped")
 
-    def _handle_receive(self, message: Any) -> Any:
-        if isinstance(message, pykka.messages._ActorStop):
-            return super()._handle_receive(message)
-        outbox_before = len(self._outbox)
-        try:
-            response = super()._handle_receive(message)
-            self._store.end_message(keep=True)
-            if self._full_since is not None and self._store.commit():
-                self._storage_writable()
-        except StorageFull as full:
-            # Whatever this message changed is not stored: memory follows the store.
-            self._store.end_message(keep=False)
-            del self._outbox[outbox_before:]
-            self._load()
-            self._storage_full(full)
-            if isinstance(message, AgentStopped):
-                log.info("reclaim_deferred_storage_full", task_id=message.task_id)
-                return None
-            if (method := _method(message)) in _ANSWER_WHEN_FULL:
-                return _ANSWER_WHEN_FULL[method]
-            raise
-        except TaskRefused:
-            # Refusals are decided before anything is changed.
-            self._store.end_message(keep=False)
-            raise
-        except BaseException:
-            # Anything else may have failed half-way: undo it on disk, and
-            # rebuild memory from disk rather than trust what was changed.
-            self._store.end_message(keep=False)
-            del self._outbox[outbox_before:]
-            self._load()
-            raise
-        return response
+    def _answer_when_full(self, message: Any, full: StorageFull) -> Any:
+        if isinstance(message, AgentStopped):
+            log.info("reclaim_deferred_storage_full", task_id=message.task_id)
+            return None
+        if (method := _method(message)) in _ANSWER_WHEN_FULL:
+            return _ANSWER_WHEN_FULL[method]
+        raise full
 
     def end_batch(self) -> None:
-        if not self.actor_stopped.is_set():
-            try:
-                self._store.commit()
-            except StorageFull as full:
-                # Nothing of this batch is on disk; its replies fail with this.
-                self._store.rollback()
-                self._outbox.clear()
-                self._load()
-                self._storage_full(full)
-                raise
-            except Exception:
-                # Nothing of this batch is on disk: its replies fail (BatchingActor),
-                # its events are not sent, and memory goes back to the store's view.
-                self._store.rollback()
-                self._outbox.clear()
-                self._load()
-                raise
+        if self.actor_stopped.is_set():
+            self._flush()  # on_stop committed the last batch and closed the store
+        else:
+            super().end_batch()
+
+    def _flush(self) -> None:
         by_topic: dict[str, list[object]] = {}
         for topic, event in self._outbox:
             by_topic.setdefault(topic, []).append(event)
@@ -197,15 +153,8 @@ class TaskQueue(BatchingActor):
     def _publish(self, topic: str, event: object) -> None:
         self._outbox.append((topic, event))
 
-    def _storage_full(self, full: StorageFull) -> None:
-        if self._full_since is None:
-            self._full_since = self._clock()
-            log.warning("storage_full", data_dir=str(self._data_dir), detail=full.detail)
-
     def _storage_writable(self) -> None:
-        assert self._full_since is not None
-        log.info("storage_writable_again", full_for_ms=self._clock() - self._full_since)
-        self._full_since = None
+        super()._storage_writable()
         # Rounds that failed meanwhile assigned nothing: have the Scheduler try again.
         waiting = next((t for t in self._live.values() if t.status is TaskStatus.QUEUED), None)
         if waiting is not None:
@@ -386,8 +335,7 @@ class TaskQueue(BatchingActor):
         """
         now = self._clock()
         self._store.forget_keys_before(now - self._idempotency_ttl_ms + 1, KEYS_PRUNED_PER_SWEEP)
-        if self._full_since is not None:
-            self._store.probe(now)  # committed on its own: the episode ends if it is stored
+        self._probe_if_full(now)
         swept = 0
         for task_id in list(self._held_by.values()):
             task = self._live[task_id]
