@@ -145,7 +145,8 @@ class HubThread:
     """A real hub on a background thread with its own IOLoop, for tests and tools.
 
     ``with HubThread(config) as hub:`` gives ``hub.port``, ``hub.http_url``,
-    ``hub.ws_url``, ``hub.task_queue`` (a TaskQueue proxy) and ``create_token``.
+    ``hub.ws_url``, ``hub.task_queue`` and ``hub.post_office`` (actor proxies)
+    and ``create_token``.
     """
 
     def __init__(self, config: HubConfig) -> None:
@@ -194,6 +195,10 @@ class HubThread:
     @property
     def task_queue(self) -> pykka.ActorProxy[Any]:
         return self.hub.task_queue
+
+    @property
+    def post_office(self) -> pykka.ActorProxy[Any]:
+        return self.hub.post_office_ref.proxy()
 
     def create_token(self, agent_id: str, role: str = "agent") -> str:
         token: str = self.hub.tokens.create(agent_id, role).get(timeout=10)

@@ -114,7 +114,7 @@ def create_channel(hub: HubThread, name: str, token: str) -> str:
 
 
 def _post_office(hub: HubThread) -> Any:
-    return hub.hub.post_office_ref.proxy()
+    return hub.post_office
 
 
 def mailbox(hub: HubThread, agent_id: str) -> list[dict[str, Any]]:
