@@ -37,7 +37,7 @@ from agentcom.store import MESSAGES_DB
 from agentcom.timers import Timers
 
 from .conftest import FakeLink, ManualClock, next_of
-from .test_storage_full import FillableDisk
+from .full_disk import FillableDisk, OnFillableDisk
 
 DAY_MS = 24 * 60 * 60 * 1000
 RETENTION = Retention(mailbox_max=1000, mailbox_ttl_ms=7 * DAY_MS, channel_history_max=1000)
@@ -46,15 +46,8 @@ ADMIN = Reader("root", sees_all=True)
 _urns = itertools.count()
 
 
-class FillablePostOffice(PostOffice):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.disk = FillableDisk()
-
-    def on_start(self) -> None:
-        super().on_start()
-        self.disk.conn = self._db
-        self._store._conn = self.disk  # type: ignore[assignment]
+class FillablePostOffice(OnFillableDisk, PostOffice):
+    """A PostOffice on a disk the test fills."""
 
 
 class Office:

@@ -7,7 +7,6 @@ tests/integration/test_storage_full.py; here each path is driven on purpose.
 from __future__ import annotations
 
 import queue
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +26,11 @@ from agentcom.messages import (
 from agentcom.store import TaskStore, open_tasks_db
 
 from .conftest import ManualClock, next_of
+from .full_disk import FillableDisk, OnFillableDisk
 
 
-def disk_full() -> sqlite3.OperationalError:
-    error = sqlite3.OperationalError("database or disk is full")
-    error.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
-    return error
-
-
-class FillableDisk:
-    """Stands in for the store's connection; while ``full`` it fails as SQLite does."""
-
-    def __init__(self, conn: sqlite3.Connection | None = None) -> None:
-        self.conn: Any = conn
-        self.full: str | None = None  # "commit": COMMIT fails; "write": any write fails
-
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        verb = sql.split(None, 1)[0].upper()
-        if (self.full == "commit" and verb == "COMMIT") or (
-            self.full == "write" and verb in ("INSERT", "UPDATE", "DELETE")
-        ):
-            # SQLite rolls the whole transaction back on SQLITE_FULL here.
-            self.conn.execute("ROLLBACK")
-            raise disk_full()
-        return self.conn.execute(sql, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.conn, name)
-
-
-class FillableQueue(TaskQueue):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.disk = FillableDisk()
-
-    def on_start(self) -> None:
-        super().on_start()
-        self.disk.conn = self._db
-        self._store._conn = self.disk  # type: ignore[assignment]
+class FillableQueue(OnFillableDisk, TaskQueue):
+    """A TaskQueue on a disk the test fills."""
 
 
 @pytest.fixture
