@@ -70,6 +70,16 @@ def publish(
     return body
 
 
+def frames_in_order(agent: WsAgent, kind: str, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` frames of ``kind``, in arrival order (others are skipped)."""
+    got = []
+    while len(got) < count:
+        frame = agent.recv()
+        if frame["type"] == kind:
+            got.append(frame)
+    return got
+
+
 def ws_send(agent: WsAgent, payload: Any = None, **fields: Any) -> str:
     """A ``message`` frame; the id from ``message_sent``."""
     agent.send({"type": "message", "payload": payload or {}, **fields})

@@ -11,13 +11,13 @@ from tests.integration.messaging_helpers import (
     HEX16,
     channel_post,
     create_channel,
+    frames_in_order,
     mailbox,
     publish,
     send,
     token,
     ws_error,
 )
-from tests.integration.test_messaging_ws import frames_in_order
 
 BAD_NAMES = ["", "#", "-ops", "_ops", "a" * 65, "with space", "dot.ted", "émoji", "##ops"]
 

@@ -6,8 +6,15 @@ import re
 
 import pytest
 
-from tests.integration.helpers import WsAgent
-from tests.integration.messaging_helpers import HEX16, mailbox, send, token, ws_error, ws_send
+from tests.integration.messaging_helpers import (
+    HEX16,
+    frames_in_order,
+    mailbox,
+    send,
+    token,
+    ws_error,
+    ws_send,
+)
 
 
 def connect(hub, agent_id, agent_token):
@@ -20,16 +27,6 @@ def connect(hub, agent_id, agent_token):
     assert seen[-1] == {"type": "identified", "agent_id": agent_id}, seen
     agent.agent_id = agent_id
     return agent, seen[:-1]
-
-
-def frames_in_order(agent: WsAgent, kind: str, count: int) -> list[dict]:
-    """The next ``count`` frames of ``kind``, in arrival order (others are skipped)."""
-    got = []
-    while len(got) < count:
-        frame = agent.recv()
-        if frame["type"] == kind:
-            got.append(frame)
-    return got
 
 
 def test_a_message_frame_is_answered_message_sent_and_pushed_with_seq(hub):
