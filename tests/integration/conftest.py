@@ -10,7 +10,7 @@ import pytest
 
 from agentcom.config import HubConfig
 from agentcom.hub import HubThread
-from tests.integration.helpers import ClientLoop, Reply, WsAgent, http
+from tests.integration.helpers import ClientLoop, HubProcess, Reply, WsAgent, http
 
 # Long by default so that no timer fires in a test that is not about it.
 QUIET_TIMING = {
@@ -105,3 +105,12 @@ def make_hub(tmp_path: Path, clients: ClientLoop) -> Iterator[Any]:
 def hub(make_hub: Any) -> LiveHub:
     hub: LiveHub = make_hub()
     return hub
+
+
+@pytest.fixture
+def processes() -> Iterator[list[HubProcess]]:
+    """Append each ``HubProcess`` a test starts: every one is killed at its end."""
+    started: list[HubProcess] = []
+    yield started
+    for process in started:
+        process.kill()

@@ -49,6 +49,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def fail_to_dead_letter(agent: WsAgent, task_id: str, error: str = "boom") -> None:
+    """The agent takes ``task_id`` (max_retries 0 or 1 left) and fails it for good."""
+    assign = agent.recv("task_assign", task_id=task_id)
+    agent.send(
+        {
+            "type": "task_failed",
+            "task_id": task_id,
+            "generation": assign["generation"],
+            "error": error,
+        }
+    )
+    agent.recv("task_ack", task_id=task_id, status="dead_letter")
+
+
 # --- HTTP ------------------------------------------------------------------------------
 
 
@@ -370,3 +384,11 @@ def token_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
     )
+
+
+def new_token(data_dir: Path, agent_id: str, role: str = "agent") -> str:
+    """A token made by the CLI (the hub need not be running); the token itself."""
+    created = token_cli(data_dir, "create", agent_id, "--role", role)
+    assert created.returncode == 0, created.stderr
+    assert re.fullmatch(r"[0-9a-f]{64}\n", created.stdout), created.stdout
+    return created.stdout.strip()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.helpers import MIB, events, now_ms
+from tests.integration.helpers import MIB, events, fail_to_dead_letter, now_ms
 
 TASK_FIELDS = {
     "id",
@@ -29,20 +29,6 @@ TASK_FIELDS = {
     "updated_at",
     "history",
 }
-
-
-def fail_to_dead_letter(agent, task_id):
-    """The agent takes ``task_id`` (max_retries 0 or 1 left) and fails it for good."""
-    assign = agent.recv("task_assign", task_id=task_id)
-    agent.send(
-        {
-            "type": "task_failed",
-            "task_id": task_id,
-            "generation": assign["generation"],
-            "error": "boom",
-        }
-    )
-    agent.recv("task_ack", task_id=task_id, status="dead_letter")
 
 
 def test_submit_replies_201_with_the_queued_shape(hub):

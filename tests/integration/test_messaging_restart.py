@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import signal
 
-import pytest
-
-from tests.integration.helpers import HubProcess, WsAgent, http
-from tests.integration.test_process import new_token
-
-
-@pytest.fixture
-def processes():
-    started: list[HubProcess] = []
-    yield started
-    for process in started:
-        process.kill()
+from tests.integration.helpers import HubProcess, WsAgent, http, new_token
 
 
 class Hub:

@@ -3,35 +3,19 @@ exit 0, and the token command line works against a running hub."""
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 
 import pytest
 
-from tests.integration.helpers import HubProcess, WsAgent, events, http, token_cli
+from tests.integration.helpers import HubProcess, WsAgent, events, http, new_token, token_cli
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-def processes():
-    started: list[HubProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def start(processes, data_dir, *flags, env=None):
     process = HubProcess(data_dir, *flags, env=env)
     processes.append(process)
     return process
-
-
-def new_token(data_dir, agent_id, role="agent"):
-    created = token_cli(data_dir, "create", agent_id, "--role", role)
-    assert created.returncode == 0, created.stderr
-    assert re.fullmatch(r"[0-9a-f]{64}\n", created.stdout), created.stdout
-    return created.stdout.strip()
 
 
 def connect(clients, process, agent_id, token):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.helpers import token_cli
+from tests.integration.helpers import fail_to_dead_letter, token_cli
 
 NOT_FOUND = {"error": "task_not_found"}
 
@@ -26,19 +26,6 @@ def dead_letter(hub, token):
     reply = hub.api("GET", "/api/tasks/dead-letter", token=token)
     assert reply.status == 200, reply
     return [task["id"] for task in reply.body["tasks"]]
-
-
-def fail_for_good(agent, task_id):
-    assign = agent.recv("task_assign", task_id=task_id)
-    agent.send(
-        {
-            "type": "task_failed",
-            "task_id": task_id,
-            "generation": assign["generation"],
-            "error": "x",
-        }
-    )
-    agent.recv("task_ack", task_id=task_id, status="dead_letter")
 
 
 @pytest.fixture
@@ -82,7 +69,7 @@ def test_an_agent_reads_only_the_tasks_it_submitted_or_holds(hub, tokens):
 
 def test_an_agent_can_neither_see_nor_retry_another_agents_dead_letter(hub, tokens):
     doomed = post_task(hub, tokens["bob"], "bob's doomed", max_retries=0)
-    fail_for_good(hub.agent("w", token=tokens["w"]), doomed)
+    fail_to_dead_letter(hub.agent("w", token=tokens["w"]), doomed)
 
     assert dead_letter(hub, tokens["alice"]) == []
     refused = hub.api("POST", f"/api/tasks/{doomed}/retry", token=tokens["alice"])
@@ -97,7 +84,7 @@ def test_a_viewer_reads_everything_and_changes_nothing(hub, tokens):
     viewer = tokens["watcher"]
     doomed = post_task(hub, tokens["bob"], max_retries=0)
     worker = hub.agent("w", token=tokens["w"])
-    fail_for_good(worker, doomed)
+    fail_to_dead_letter(worker, doomed)
     alices = post_task(hub, tokens["alice"])
     worker.recv("task_assign", task_id=alices)
 
@@ -124,7 +111,7 @@ def test_a_viewer_reads_everything_and_changes_nothing(hub, tokens):
 
 def test_an_admin_reads_and_retries_every_task(hub, tokens):
     doomed = post_task(hub, tokens["bob"], max_retries=0)
-    fail_for_good(hub.agent("w", token=tokens["w"]), doomed)
+    fail_to_dead_letter(hub.agent("w", token=tokens["w"]), doomed)
     assert dead_letter(hub, hub.admin_token) == [doomed]
     assert hub.api("GET", f"/api/tasks/{doomed}", token=hub.admin_token).status == 200
     assert hub.api("POST", f"/api/tasks/{doomed}/retry", token=hub.admin_token).status == 200
