@@ -25,6 +25,7 @@ TASKS_TOPIC = "tasks"  # every other change to a task
 RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed: for the holder's FSM, through Presence
 AGENTS_TOPIC = "agents"
 MESSAGES_TOPIC = "messages"  # MessageSent, ChannelPublished: published by PostOffice
+EVENTS_TOPIC = "events"  # HubEvent: every fact people watch (event stream, analytics, metrics)
 
 
 class Priority(IntEnum):
@@ -406,3 +407,27 @@ class ChannelPublished:
     channel: str
     sender: str
     seq: int
+
+
+# --- what people watch (EVENTS_TOPIC) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HubEvent:
+    """A fact for the people watching the hub, published by the actor that owns it
+    after its commit: the event stream (``/api/events``), ``?wait=``, analytics and
+    metrics all read these, never the store.
+
+    ``type`` is one of PROTOCOL.md's event names (``task_queued`` … ``channel_published``);
+    ``fields`` is what the event says on the wire, JSON-ready and without payloads,
+    descriptions or results. ``task_id``, ``agent_id`` and ``submitted_by`` let a
+    reader be shown only the events it may see (an agent token: the tasks it
+    submitted or holds, plus presence).
+    """
+
+    type: str
+    timestamp: int
+    fields: dict[str, Any]
+    task_id: str | None = None
+    agent_id: str | None = None
+    submitted_by: str | None = None
