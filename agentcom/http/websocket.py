@@ -19,6 +19,7 @@ was revoked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import struct
 import time
@@ -83,8 +84,11 @@ class SocketRegistry:
         self, ping_timeout_ms: int, identify_timeout_ms: int, allowed_origins: Sequence[str] = ()
     ) -> None:
         self.sockets: set[AgentSocket] = set()
-        self.presence_listeners: set[AgentSocket] = set()  # identified, did not opt out
-        self._presence_pending: list[tuple[str, bytes]] = []  # (about, encoded frame)
+        # Identified sockets that did not opt out, each with the number of the
+        # first change it may hear: none from before its own "identified".
+        self.presence_listeners: dict[AgentSocket, int] = {}
+        self._presence_pending: list[tuple[int, str, bytes]] = []  # (number, about, frame)
+        self._presence_numbers = itertools.count()
         self.identify_timeout_s = identify_timeout_ms / 1000
         self.allowed_origins = frozenset(allowed_origins)
         self._timeout_s = ping_timeout_ms / 1000
@@ -115,16 +119,26 @@ class SocketRegistry:
         """
         if not self._presence_pending:
             IOLoop.current().call_later(PRESENCE_FLUSH_S, self._flush_presence)
-        self._presence_pending.append((about, _text_frame(compact_json.dumps(frame))))
+        encoded = _text_frame(compact_json.dumps(frame))
+        self._presence_pending.append((next(self._presence_numbers), about, encoded))
+
+    def listen_to_presence(self, socket: AgentSocket) -> None:
+        self.presence_listeners[socket] = next(self._presence_numbers)
 
     def _flush_presence(self) -> None:
         pending, self._presence_pending = self._presence_pending, []
-        subjects = {about for about, _ in pending}
-        everything = b"".join(encoded for _, encoded in pending)
-        for socket in list(self.presence_listeners):
-            if socket.agent_id in subjects:  # not told of its own change
+        subjects = {about for _, about, _ in pending}
+        first = pending[0][0]
+        everything = b"".join(encoded for _, _, encoded in pending)
+        for socket, since in list(self.presence_listeners.items()):
+            if socket.agent_id in subjects or since > first:
+                # Not told of its own change, nor of changes before it identified.
                 socket.write_encoded(
-                    b"".join(encoded for about, encoded in pending if about != socket.agent_id)
+                    b"".join(
+                        encoded
+                        for number, about, encoded in pending
+                        if number >= since and about != socket.agent_id
+                    )
                 )
             else:
                 socket.write_encoded(everything)
@@ -217,7 +231,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         self._cancel_identify_deadline()
         self.registry.sockets.discard(self)
-        self.registry.presence_listeners.discard(self)
+        self.registry.presence_listeners.pop(self, None)
         if self.connection is not None:
             self.connection.close("disconnected")
         log.info("agent_socket_closed", agent_id=self.agent_id, code=self.close_code)
@@ -230,7 +244,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         self.write_message(compact_json.dumps(frame))
         if frame["type"] == "identified" and self.wants_presence:
             # Presence changes follow the agent's own "identified", never precede it.
-            self.registry.presence_listeners.add(self)
+            self.registry.listen_to_presence(self)
 
     def send_text(self, text: str) -> None:
         """A frame encoded by an actor (``PostOffice`` encodes a broadcast once)."""

@@ -179,6 +179,14 @@ def test_every_identified_agent_hears_who_joins_leaves_and_changes_status(hub):
     assert [f for f in newcomer_heard if f["agent"]["agent_id"] == "newcomer"] == []
 
 
+def test_an_agent_hears_only_of_changes_after_its_own_identified(hub):
+    hub.agent("before")
+    late = hub.agent("late")  # within the 50 ms in which "before"'s join is still pending
+    hub.agent("after")
+    assert late.recv("agent_joined")["agent"]["agent_id"] == "after"
+    assert [f["agent"]["agent_id"] for f in late.pending("agent_joined")] == []
+
+
 def test_identified_comes_before_any_presence_frame(hub):
     hub.agent("present")
     for n in range(20):
