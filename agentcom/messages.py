@@ -24,7 +24,6 @@ QUEUE_TOPIC = "queue"  # TaskQueued: what the Scheduler listens to
 TASKS_TOPIC = "tasks"  # every other change to a task
 RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed: for the holder's FSM, through Presence
 AGENTS_TOPIC = "agents"
-MESSAGES_TOPIC = "messages"  # MessageSent, ChannelPublished: published by PostOffice
 EVENTS_TOPIC = "events"  # HubEvent: every fact people watch (event stream, analytics, metrics)
 
 
@@ -387,26 +386,6 @@ class AgentOnline:
 @dataclass(frozen=True, slots=True)
 class MailboxSweepDue:
     """Time to drop mailbox entries older than the mailbox TTL."""
-
-
-# --- events on MESSAGES_TOPIC (published by PostOffice after the commit) ----------
-
-
-@dataclass(frozen=True, slots=True)
-class MessageSent:
-    """A direct message (``to`` set) or a broadcast (``to`` None) was stored and pushed."""
-
-    message_id: str
-    sender: str
-    to: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelPublished:
-    message_id: str
-    channel: str
-    sender: str
-    seq: int
 
 
 # --- what people watch (EVENTS_TOPIC) -------------------------------------------------

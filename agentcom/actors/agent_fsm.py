@@ -7,7 +7,9 @@ It relays the agent's lifecycle messages to TaskQueue, which is the authority
 tells the Scheduler it is idle; and it times out assignments the agent does
 not accept, flagging the agent ``unresponsive``. However it ends, stopped or
 crashed, its watchers (TaskQueue, Presence) are told which task it held, so
-that task goes back to the queue at once.
+that task goes back to the queue at once. For the people watching, it publishes
+an ``agent_state`` HubEvent on ``EVENTS_TOPIC`` when it starts, and after each
+message that changed its state, flags or current task (``offline`` last).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from agentcom.actors.death_watch import DeathWatch
 from agentcom.clock import Clock, now_ms
 from agentcom.messages import (
     AGENTS_TOPIC,
+    EVENTS_TOPIC,
     AcceptanceDue,
     AgentAccepted,
     AgentCompleted,
@@ -36,6 +39,7 @@ from agentcom.messages import (
     AgentStopped,
     AssignmentMade,
     ConnectionClosed,
+    HubEvent,
     IdleDue,
     ReclaimCause,
     StorageFull,
@@ -129,6 +133,7 @@ class AgentFSM(HubActor):
         self.death_watch = DeathWatch(self._stopped_notice)
         for watcher in watchers:
             self.death_watch.watch(watcher)
+        self._shown: tuple[FsmState, frozenset[str], str | None] | None = None  # last agent_state
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class AgentFSM(HubActor):
                     self._post_office, AgentOnline(self.agent_id, self.actor_urn, self.link)
                 )
             if held is None:
+                self._show_state()
                 self._announce_idle()
                 self.log.info("agent_fsm_started", fsm_state=self.state.value)
                 return
@@ -155,6 +161,7 @@ class AgentFSM(HubActor):
                 self._move(FsmState.ASSIGNED)
                 waited_ms = self._clock() - held.assigned_at
                 self._arm_acceptance(max(0, self._acceptance_timeout_ms - waited_ms))
+            self._show_state()
             self.log.info("agent_fsm_started", fsm_state=self.state.value, task_id=self.task_id)
         except Exception:
             self.death_watch.died("crashed")
@@ -165,6 +172,7 @@ class AgentFSM(HubActor):
         self._cancel_acceptance()
         if self.state is not FsmState.OFFLINE:
             self._move(FsmState.OFFLINE)
+        self._show_state()
         self.death_watch.died(self.stop_reason)
         self.log.info("agent_fsm_stopped", reason=self.stop_reason, task_id=self.task_id)
 
@@ -190,6 +198,12 @@ class AgentFSM(HubActor):
     # --- messages ---------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        finally:
+            self._show_state()
+
+    def _handle(self, message: Any) -> Any:
         match message:
             case AssignmentMade(assignment):
                 return self._deliver(assignment)
@@ -362,6 +376,24 @@ class AgentFSM(HubActor):
             self._timers.call_later(self._idle_delay_ms / 1000, lambda: tell_quietly(ref, due))
         else:
             self._announce_idle()
+
+    def _show_state(self) -> None:
+        """Publish ``agent_state`` if the state, flags or task changed since the last one."""
+        shown = (self.state, frozenset(self.flags), self.task_id)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        fields = {
+            "agent_id": self.agent_id,
+            "fsm_state": self.state.value,
+            "flags": sorted(self.flags),
+            "current_task_id": self.task_id,
+        }
+        event = HubEvent("agent_state", self._clock(), fields, agent_id=self.agent_id)
+        try:
+            self._pubsub.publish.defer(EVENTS_TOPIC, [event])
+        except pykka.ActorDeadError:
+            self.log.debug("pubsub_gone", event="agent_state")
 
     def _announce_idle(self) -> None:
         event = AgentIdle(

@@ -10,8 +10,8 @@ one transaction: with two actors, an offline subscriber could miss a message
 whose publish was acknowledged.
 
 As a ``StoreActor`` (``actors/base.py``) it handles every waiting message,
-commits once, then replies, pushes and publishes (``MessageSent``,
-``ChannelPublished`` on ``MESSAGES_TOPIC``): no reply, push or event reports a
+commits once, then replies, pushes and publishes (``message_sent`` and
+``channel_published`` HubEvents on ``EVENTS_TOPIC``): no reply, push or event reports a
 message that is not on disk. Each request runs in its own savepoint, so one
 failed request cannot undo the others of its batch. A full disk is handled as
 TaskQueue handles it (StoreActor): the request is refused with ``StorageFull``,
@@ -51,14 +51,13 @@ from agentcom.actors.base import StoreActor, tell_quietly
 from agentcom.clock import Clock, now_ms
 from agentcom.message_store import ChannelRow, MessageStore, StoredMessage
 from agentcom.messages import (
-    MESSAGES_TOPIC,
+    EVENTS_TOPIC,
     AgentOnline,
     AgentStopped,
-    ChannelPublished,
+    HubEvent,
     Letter,
     MailboxSweepDue,
     MessageRefused,
-    MessageSent,
     Reader,
     Retention,
     StorageFull,
@@ -241,7 +240,7 @@ class PostOffice(StoreActor[MessageStore, _Out]):
                     self._replay(agent_id, fsm_urn, upto)
         if events:
             try:
-                self._pubsub.publish.defer(MESSAGES_TOPIC, events)
+                self._pubsub.publish.defer(EVENTS_TOPIC, events)
             except pykka.ActorDeadError:
                 log.debug("pubsub_gone", events=len(events))
 
@@ -335,7 +334,8 @@ class PostOffice(StoreActor[MessageStore, _Out]):
             for agent_id in offline:
                 self._deposit(agent_id, message)
             mlog.info("broadcast_sent", pushed=len(links), stored=len(offline))
-        self._publish(MessageSent(message.id, letter.sender, letter.to))
+        sent = {"message_id": message.id, "from": letter.sender, "to": letter.to}
+        self._publish(HubEvent("message_sent", message.timestamp, sent, agent_id=letter.sender))
         return {"id": message.id, "timestamp": message.timestamp}
 
     def mailbox(self, agent_id: str, since: int, limit: int) -> dict[str, Any]:
@@ -511,7 +511,10 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         self._push(links, frame)
         for agent_id in offline:
             self._deposit(agent_id, message)
-        self._publish(ChannelPublished(message.id, name, letter.sender, seq))
+        published = {"message_id": message.id, "channel": name, "from": letter.sender, "seq": seq}
+        self._publish(
+            HubEvent("channel_published", message.timestamp, published, agent_id=letter.sender)
+        )
         log.info(
             "channel_published",
             channel=name,

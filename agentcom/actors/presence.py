@@ -15,6 +15,10 @@ each change once, through ``announce``, which runs on the IOLoop: there the
 socket registry encodes the frame once and writes it to every socket in one
 pass, coalescing the changes of one loop turn. Going through an actor per
 recipient made a mass connect O(agents²) hand-offs.
+
+For the people watching, joins and leaves also go out as HubEvents on
+``EVENTS_TOPIC`` (``agent_joined`` before the new FSM starts, so before its
+first ``agent_state``; ``agent_left`` after the FSM has ended).
 """
 
 from __future__ import annotations
@@ -28,7 +32,15 @@ import structlog
 from agentcom.actors.agent_fsm import AgentFSM, AgentLink
 from agentcom.actors.base import HubActor, tell_quietly
 from agentcom.clock import Clock, now_ms
-from agentcom.messages import AGENTS_TOPIC, RECLAIMS_TOPIC, AgentLeft, AgentStopped, TaskReclaimed
+from agentcom.messages import (
+    AGENTS_TOPIC,
+    EVENTS_TOPIC,
+    RECLAIMS_TOPIC,
+    AgentLeft,
+    AgentStopped,
+    HubEvent,
+    TaskReclaimed,
+)
 from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
@@ -111,6 +123,14 @@ class Presence(HubActor):
             old.link.close("replaced")
             old.fsm_ref.stop(block=True, timeout=STOP_TIMEOUT_S)
             self._left(old)
+        connected_at = self._clock()
+        joined = {
+            "agent_id": identity.agent_id,
+            "name": identity.name,
+            "capabilities": identity.capabilities,
+            "connected_at": connected_at,
+        }
+        self._watched("agent_joined", connected_at, joined, identity.agent_id)
         fsm_ref = AgentFSM.start(
             agent_id=identity.agent_id,
             capabilities=identity.capability_names,
@@ -128,7 +148,7 @@ class Presence(HubActor):
             identity.name,
             identity.status,
             identity.capabilities,
-            self._clock(),
+            connected_at,
             link,
             fsm_ref,
         )
@@ -207,4 +227,8 @@ class Presence(HubActor):
         self._pubsub.publish.defer(
             AGENTS_TOPIC, [AgentLeft(agent.agent_id, agent.fsm_ref.actor_urn)]
         )
+        self._watched("agent_left", self._clock(), {"agent_id": agent.agent_id}, agent.agent_id)
         self._announce({"type": "agent_left", "agent_id": agent.agent_id}, agent.agent_id)
+
+    def _watched(self, kind: str, now: int, fields: dict[str, Any], agent_id: str) -> None:
+        self._pubsub.publish.defer(EVENTS_TOPIC, [HubEvent(kind, now, fields, agent_id=agent_id)])

@@ -10,8 +10,10 @@ stats never scan the table; finished tasks are read from disk on request.
 As a ``StoreActor`` (``actors/base.py``) it handles every waiting message,
 commits once, then replies and publishes: a reply or event never reports a
 change that is not on disk. Each message runs in its own savepoint, so one bad
-request cannot undo the others in its batch. TaskQueue only ever ``tell``s
-(PubSub), so actors that block on its replies cannot deadlock with it.
+request cannot undo the others in its batch. Besides the topics the Scheduler
+and the FSMs hear, every change people watch goes out as a ``HubEvent`` on
+``EVENTS_TOPIC`` (``task_queued`` … ``task_requeued``), from the same outbox.
+TaskQueue only ever ``tell``s (PubSub), so actors that block on its replies cannot deadlock with it.
 
 Who may see a task is decided here too (``visible_to``): an agent token sees
 the tasks it submitted or holds (held last); the HTTP layer passes None for
@@ -42,12 +44,14 @@ from agentcom.actors.base import StoreActor
 from agentcom.clock import Clock, now_ms
 from agentcom.matching import QueuedIndex
 from agentcom.messages import (
+    EVENTS_TOPIC,
     QUEUE_TOPIC,
     RECLAIMS_TOPIC,
     TASKS_TOPIC,
     AgentStopped,
     Assignment,
     HeldTask,
+    HubEvent,
     IdempotencyKeyReused,
     IdleAgent,
     Priority,
@@ -153,6 +157,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
     def _publish(self, topic: str, event: object) -> None:
         self._outbox.append((topic, event))
 
+    def _watched(self, kind: str, task: TaskRecord, now: int, **fields: Any) -> None:
+        """A HubEvent about ``task`` for the people watching; sent after the commit."""
+        agent_id = fields.get("agent_id")
+        wire = {"task_id": task.id, **fields, "submitted_by": task.submitted_by}
+        event = HubEvent(kind, now, wire, task.id, agent_id, task.submitted_by)
+        self._outbox.append((EVENTS_TOPIC, event))
+
     def _storage_writable(self) -> None:
         super()._storage_writable()
         # Rounds that failed meanwhile assigned nothing: have the Scheduler try again.
@@ -213,6 +224,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         self._counts[task.status, task.priority] += 1
         self._remember(task)
         self._publish(QUEUE_TOPIC, TaskQueued(task.id, "submitted"))
+        self._watched(
+            "task_queued",
+            task,
+            now,
+            priority=task.priority.lane,
+            needed_capabilities=list(task.needed_capabilities),
+        )
         log.info("task_queued", task_id=task.id, priority=task.priority.lane)
         return {
             "status": "queued",
@@ -277,6 +295,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         task.retry_count = 0
         task.record("queued", now, requeued_from="dead_letter")
         self._requeue(task, "requeued", now)
+        self._watched("task_requeued", task, now)
         log.info("task_requeued", task_id=task_id)
         return {"status": "requeued", "task_id": task_id, "priority": task.priority.lane}
 
@@ -297,6 +316,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             self._store.update(task)
             self._held_by[agent_id] = task_id
             self._publish(TASKS_TOPIC, TaskAssigned(task_id, agent_id, task.generation))
+            self._watched("task_assigned", task, now, agent_id=agent_id, generation=task.generation)
             log.info(
                 "task_assigned", task_id=task_id, agent_id=agent_id, generation=task.generation
             )
@@ -324,6 +344,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         task.record("reclaimed", now, cause=cause.value, agent_id=agent_id, generation=generation)
         self._requeue(task, "reclaimed", now)
         self._publish(RECLAIMS_TOPIC, TaskReclaimed(task_id, agent_id, generation, cause))
+        self._watched("task_reclaimed", task, now, agent_id=agent_id, cause=cause.value)
         log.info("task_reclaimed", task_id=task_id, agent_id=agent_id, cause=cause.value)
         return True
 
@@ -373,16 +394,22 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         now = self._clock()
         task.accepted_at = task.updated_at = now
         self._store.update(task)
+        self._watched("task_accepted", task, now, agent_id=agent_id)
         log.info("task_accepted", task_id=task_id, agent_id=agent_id)
 
-    def progress(self, task_id: str, agent_id: str) -> None:
-        """A heartbeat; sent without waiting, so a stale one is ignored, never raised."""
+    def progress(self, task_id: str, agent_id: str, progress: float | None = None) -> None:
+        """A heartbeat; sent without waiting, so a stale one is ignored, never raised.
+
+        ``progress`` (0 to 100, checked at the edge) is not stored: it only goes
+        to the watchers, in the ``task_progress`` event.
+        """
         task = self._held(task_id, agent_id)
         if task is None:
             log.info("stale_progress_ignored", task_id=task_id, agent_id=agent_id)
             return
         task.updated_at = self._clock()
         self._store.update(task)
+        self._watched("task_progress", task, task.updated_at, agent_id=agent_id, progress=progress)
 
     def complete(
         self, task_id: str, agent_id: str, generation: int, result: Any, tokens_used: int | None
@@ -395,6 +422,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         self._store.update(task)
         self._forget(task)
         self._publish(TASKS_TOPIC, TaskCompleted(task_id, agent_id, generation))
+        self._watched("task_completed", task, now, agent_id=agent_id, generation=generation)
         log.info("task_completed", task_id=task_id, agent_id=agent_id, generation=generation)
 
     def fail(self, task_id: str, agent_id: str, generation: int, error: str | None) -> str:
@@ -408,6 +436,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         now = self._clock()
         task.record("rejected", now, agent_id=agent_id, reason=reason, generation=task.generation)
         self._requeue(task, "rejected", now)
+        self._watched("task_rejected", task, now, agent_id=agent_id, reason=reason)
         log.info("task_rejected", task_id=task_id, agent_id=agent_id, reason=reason)
 
     def recover(self, task_id: str, agent_id: str) -> int | None:
@@ -469,6 +498,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             self._store.update(task)
             self._forget(task, agent_id)
             self._publish(TASKS_TOPIC, TaskDeadLettered(task.id, error))
+            self._watched("task_dead_letter", task, now, agent_id=agent_id, error=error)
             log.warning("task_dead_lettered", task_id=task.id, agent_id=agent_id, error=error)
             return "dead_letter"
         if overdue:
@@ -483,9 +513,20 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
                 retry_count=task.retry_count,
             )
             self._requeue(task, "reclaimed", now)
+            self._watched(
+                "task_reclaimed", task, now, agent_id=agent_id, cause=ReclaimCause.OVERDUE.value
+            )
         else:
             task.record("retry", now, error=error, retry_count=task.retry_count, agent_id=agent_id)
             self._requeue(task, "retry", now)
+            self._watched(
+                "task_failed",
+                task,
+                now,
+                agent_id=agent_id,
+                error=error,
+                retry_count=task.retry_count,
+            )
         log.info("task_retried", task_id=task.id, agent_id=agent_id, retry_count=task.retry_count)
         return "retried"
 

@@ -117,3 +117,13 @@ def next_of(seen: queue.Queue[object], kind: type, timeout: float = 5.0) -> Any:
         message = seen.get(timeout=timeout)
         if isinstance(message, kind):
             return message
+
+
+def next_event(seen: queue.Queue[object], kind: str, timeout: float = 5.0) -> Any:
+    """The next ``HubEvent`` of type ``kind``, skipping anything else."""
+    from agentcom.messages import HubEvent
+
+    while True:
+        message = seen.get(timeout=timeout)
+        if isinstance(message, HubEvent) and message.type == kind:
+            return message
