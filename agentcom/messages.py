@@ -267,6 +267,7 @@ class AgentAccepted:
 class AgentReportedProgress:
     task_id: str
     blocked: bool
+    progress: float | None = None  # 0 to 100 (checked at the edge), for the watchers
 
 
 @dataclass(frozen=True, slots=True)

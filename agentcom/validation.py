@@ -293,7 +293,16 @@ FRAMES: dict[str, tuple[Field, ...]] = {
         Field("presence", "boolean"),  # false: no agent_joined/left/status_changed frames
     ),
     "task_accepted": (_TASK_ID,),
-    "task_progress": (_TASK_ID, Field("status", "string")),
+    "task_progress": (
+        _TASK_ID,
+        Field("status", "string"),
+        Field(
+            "progress",
+            "number",
+            rule=lambda n: 0 <= n <= 100,
+            rule_text="must be a number from 0 to 100",
+        ),
+    ),
     "task_complete": (
         _TASK_ID,
         _GENERATION,

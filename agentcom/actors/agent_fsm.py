@@ -209,8 +209,8 @@ class AgentFSM(HubActor):
                 return self._deliver(assignment)
             case AgentAccepted(task_id):
                 self._accepted(task_id)
-            case AgentReportedProgress(task_id, blocked):
-                self._progressed(task_id, blocked)
+            case AgentReportedProgress(task_id, blocked, progress):
+                self._progressed(task_id, blocked, progress)
             case AgentCompleted(task_id, generation, result, tokens_used):
                 self._completed(task_id, generation, result, tokens_used)
             case AgentFailed(task_id, generation, error):
@@ -262,8 +262,8 @@ class AgentFSM(HubActor):
             self._move(FsmState.WORKING)
         self.link.send({"type": "task_ack", "task_id": task_id, "status": "accepted"})
 
-    def _progressed(self, task_id: str, blocked: bool) -> None:
-        self._task_queue.progress.defer(task_id, self.agent_id)
+    def _progressed(self, task_id: str, blocked: bool, progress: float | None) -> None:
+        self._task_queue.progress.defer(task_id, self.agent_id, progress)
         if task_id != self.task_id:
             return
         if blocked and self.state is FsmState.WORKING:

@@ -494,7 +494,9 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         if task.retry_count >= task.max_retries:
             task.record("dead_letter", now, error=error, retry_count=task.retry_count)
             self._move(task, TaskStatus.DEAD_LETTER)
-            task.assigned_to = task.assigned_at = task.accepted_at = None
+            # assigned_to keeps its last holder, so an operator sees who failed it
+            # (and that agent may still read it); a retry clears it (_requeue).
+            task.assigned_at = task.accepted_at = None
             self._store.update(task)
             self._forget(task, agent_id)
             self._publish(TASKS_TOPIC, TaskDeadLettered(task.id, error))

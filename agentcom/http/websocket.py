@@ -367,7 +367,8 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
                 self._tell_fsm(AgentAccepted(frame["task_id"]))
             case "task_progress":
                 blocked = frame.get("status") == "blocked"
-                self._tell_fsm(AgentReportedProgress(frame["task_id"], blocked))
+                progress = frame.get("progress")
+                self._tell_fsm(AgentReportedProgress(frame["task_id"], blocked, progress))
             case "task_complete":
                 self._tell_fsm(
                     AgentCompleted(
