@@ -7,6 +7,7 @@ import tornado.web
 from agentcom.http.admin import TokenHandler, TokensHandler
 from agentcom.http.agents import AgentsHandler, AgentStateHandler, AgentStatesHandler, HealthHandler
 from agentcom.http.base import NotFoundHandler, Services
+from agentcom.http.dashboard import DashboardFiles
 from agentcom.http.messaging import (
     ChannelHandler,
     ChannelHistoryHandler,
@@ -38,6 +39,8 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
     handler_args: dict[str, object] = {"services": services}
     routes: list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]] = [
         (r"/health", HealthHandler, handler_args),
+        (r"/dashboard/?()", DashboardFiles, {}),
+        (r"/dashboard/([^/]+)", DashboardFiles, {}),
         (r"/ws", AgentSocket, {**handler_args, "registry": sockets}),
         (r"/api/agents", AgentsHandler, handler_args),
         (r"/api/agents/states", AgentStatesHandler, handler_args),
