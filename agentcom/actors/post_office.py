@@ -69,8 +69,9 @@ log = structlog.get_logger(__name__)
 
 HISTORY_MAX_LIMIT = 200
 """Most messages one ``/api/messages`` page holds (the edge checks it too)."""
-THREAD_MAX = 10_000
-"""Most messages a thread walk visits: a walk ends there however the tree goes on."""
+THREAD_MAX = 1_000
+"""Most messages a thread or a replies answer holds (``"truncated": true`` when there
+were more): with 64 KiB payloads, ten times as many made one answer 625 MiB."""
 SWEEP_MAX_MS = 60_000
 SWEEP_MIN_MS = 10
 """The TTL sweep runs every tenth of the TTL, within these bounds."""
@@ -572,11 +573,12 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         visible_to = _visible_to(reader)
         if self._store.message(message_id, visible_to) is None:
             raise MessageRefused("message_not_found", 404)
-        replies = self._store.replies(message_id, visible_to, THREAD_MAX)
+        replies = self._store.replies(message_id, visible_to, THREAD_MAX + 1)
         return {
             "parent": message_id,
-            "replies": [reply.to_wire() for reply in replies],
-            "count": len(replies),
+            "replies": [reply.to_wire() for reply in replies[:THREAD_MAX]],
+            "count": min(len(replies), THREAD_MAX),
+            "truncated": len(replies) > THREAD_MAX,
         }
 
     def thread(self, message_id: str, reader: Reader) -> dict[str, Any]:
@@ -586,17 +588,18 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         root = self._walk_up(message_id, visible_to)
         tree = {root.id: root}
         frontier = [root.id]
-        while frontier and len(tree) < THREAD_MAX:
+        while frontier and len(tree) <= THREAD_MAX:
             parent = frontier.pop()
-            for reply in self._store.replies(parent, visible_to, THREAD_MAX - len(tree)):
+            for reply in self._store.replies(parent, visible_to, THREAD_MAX + 1 - len(tree)):
                 if reply.id not in tree:
                     tree[reply.id] = reply
                     frontier.append(reply.id)
-        messages = sorted(tree.values(), key=lambda m: (m.timestamp, m.seq))
+        messages = sorted(tree.values(), key=lambda m: (m.timestamp, m.seq))[:THREAD_MAX]
         return {
             "root": root.id,
             "messages": [message.to_wire() for message in messages],
             "count": len(messages),
+            "truncated": len(tree) > THREAD_MAX,
         }
 
     def _walk_up(self, message_id: str, visible_to: str | None) -> StoredMessage:

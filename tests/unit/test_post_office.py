@@ -18,7 +18,7 @@ import pykka
 import pytest
 import structlog.testing
 
-from agentcom.actors.post_office import PostOffice
+from agentcom.actors.post_office import THREAD_MAX, PostOffice
 from agentcom.config import HubConfig, config_from_args
 from agentcom.messages import (
     EVENTS_TOPIC,
@@ -899,3 +899,26 @@ def test_logs_name_the_agent_and_the_message(post: Any) -> None:
     named = {(e["event"], e.get("agent_id"), e.get("message_id")) for e in logs}
     assert ("message_sent", "alice", direct) in named
     assert ("channel_published", "carol", published) in named
+
+
+def test_a_thread_answer_holds_at_most_a_thousand_messages_and_says_so(
+    post: Any, office: Office
+) -> None:
+    top = send(post, "alice", "bob")
+    for n in range(THREAD_MAX + 1):
+        insert_raw(office, f"{n:016x}", top, 10 + n)
+    thread = post.thread(top, ADMIN).get(timeout=5)
+    replies = post.replies(top, ADMIN).get(timeout=5)
+    assert (thread["count"], len(thread["messages"]), thread["truncated"]) == (
+        THREAD_MAX,
+        THREAD_MAX,
+        True,
+    )
+    assert (replies["count"], len(replies["replies"]), replies["truncated"]) == (
+        THREAD_MAX,
+        THREAD_MAX,
+        True,
+    )
+    small = send(post, "alice", "bob")
+    assert post.thread(small, ADMIN).get(timeout=5)["truncated"] is False
+    assert post.replies(small, ADMIN).get(timeout=5)["truncated"] is False
