@@ -15,6 +15,7 @@ import asyncio
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import structlog
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from agentcom.actors.event_feed import EventFeed
 from agentcom.actors.post_office import PostOffice
 from agentcom.actors.presence import Presence
 from agentcom.actors.pubsub import PubSub
@@ -34,6 +36,7 @@ from agentcom.http.app import make_app
 from agentcom.http.auth import TokenCheck
 from agentcom.http.base import Services
 from agentcom.http.bridge import OnLoop, stop_actor
+from agentcom.http.events import EventHub
 from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
@@ -57,6 +60,13 @@ class Hub:
         config = self.config
         self.timers = Timers()
         self.pubsub_ref = PubSub.start()
+        # Event ids go on from run to run: a client's id from an earlier run is
+        # below this one's, so it is told to reset instead of resuming wrongly.
+        first_id = time.time_ns() // 1_000_000 * 1000 + 1
+        self.events = EventHub(last_id=first_id - 1)
+        self.event_feed_ref = EventFeed.start(
+            self.pubsub_ref, OnLoop(asyncio.get_event_loop(), self.events.publish), first_id
+        )
         self.task_queue_ref = TaskQueue.start(config.data_dir, self.pubsub_ref)
         self.tokens_ref = TokenRegistry.start(config.data_dir)
         self.scheduler_ref = Scheduler.start(
@@ -93,6 +103,7 @@ class Hub:
             self.scheduler_ref,
             self.post_office_ref,
             self.presence_ref,
+            self.event_feed_ref,
         ):
             ref.proxy().actor_urn.get(timeout=ACTOR_TIMEOUT_S)
         self.task_queue = self.task_queue_ref.proxy()
@@ -104,12 +115,14 @@ class Hub:
             self.tokens,
             self.token_check,
             self.post_office_ref.proxy(),
+            events=self.events,
         )
         self.server = HubHTTPServer(make_app(services, self.sockets), config)
         listeners = bind_sockets(config.port, config.host)
         self.server.add_sockets(listeners)
         self.port = listeners[0].getsockname()[1]
         self.sockets.start()
+        self.events.start()
         self.token_watch = PeriodicCallback(self.token_check.refresh, TOKEN_WATCH_INTERVAL_MS)
         self.token_watch.start()
         log.info("hub_started", url=self.http_url, data_dir=str(config.data_dir))
@@ -134,6 +147,8 @@ class Hub:
         await stop_actor(self.presence_ref)
         await stop_actor(self.post_office_ref)  # after the FSMs: it hears each one go
         await stop_actor(self.tokens_ref)
+        await stop_actor(self.event_feed_ref)
+        self.events.close()  # ends every stream and wait, so the server can close
         await stop_actor(self.pubsub_ref)
         self.timers.stop()
         self.token_check.close()

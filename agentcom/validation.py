@@ -404,6 +404,22 @@ def task_list_query(query: Query) -> TaskListQuery:
     )
 
 
+MAX_WAIT_S = 60
+_SECONDS = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
+
+
+def wait_query(query: Query) -> float | None:
+    """``?wait=S`` on ``GET /api/tasks/{id}``: seconds, more than 0 and at most 60."""
+    text = _one_value(query, "wait")
+    if text is None:
+        return None
+    if not _SECONDS.fullmatch(text) or not 0 < float(text) <= MAX_WAIT_S:
+        raise Invalid(
+            "invalid_query", f"wait must be a number of seconds above 0 and at most {MAX_WAIT_S}"
+        )
+    return float(text)
+
+
 def mailbox_query(query: Query) -> tuple[int, int]:
     """``since`` (exclusive seq, default 0) and ``limit`` (default 100, at most 1000)."""
     since = query_int(query, "since", default=0, maximum=INT64_MAX)

@@ -8,6 +8,7 @@ from agentcom.http.admin import TokenHandler, TokensHandler
 from agentcom.http.agents import AgentsHandler, AgentStateHandler, AgentStatesHandler, HealthHandler
 from agentcom.http.base import NotFoundHandler, Services
 from agentcom.http.dashboard import DashboardFiles
+from agentcom.http.events import EventsHandler, access_log_line
 from agentcom.http.messaging import (
     ChannelHandler,
     ChannelHistoryHandler,
@@ -45,6 +46,7 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         (r"/api/agents", AgentsHandler, handler_args),
         (r"/api/agents/states", AgentStatesHandler, handler_args),
         (r"/api/agents/([^/]+)/state", AgentStateHandler, handler_args),
+        (r"/api/events", EventsHandler, handler_args),
         (r"/api/tasks", TasksHandler, handler_args),
         (r"/api/tasks/stats", TaskStatsHandler, handler_args),
         (r"/api/tasks/dead-letter", DeadLetterHandler, handler_args),
@@ -72,4 +74,5 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=handler_args,
+        log_function=access_log_line,  # redacts ?token= (the event stream's EventSource)
     )

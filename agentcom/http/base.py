@@ -16,7 +16,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import tornado.web
@@ -28,6 +28,9 @@ from agentcom.http.bridge import reply
 from agentcom.messages import MessageRefused, StorageFull
 from agentcom.store import CHANGES_STATE, TokenInfo
 from agentcom.validation import Field, Invalid, check
+
+if TYPE_CHECKING:
+    from agentcom.http.events import EventHub
 
 _READS = ("GET", "HEAD", "OPTIONS")
 
@@ -41,6 +44,7 @@ class Services:
     tokens: pykka.ActorProxy[Any]
     token_check: TokenCheck
     post_office: pykka.ActorProxy[Any]
+    events: EventHub | None = None  # the event stream and ?wait= (http/events.py)
 
 
 class HttpError(Exception):

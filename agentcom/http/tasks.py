@@ -4,10 +4,15 @@ Every query value and the ``Idempotency-Key`` header are checked
 (``validation``) before TaskQueue is asked anything. An ``agent`` token reads
 and retries only the tasks it submitted or holds (TaskQueue filters by
 ``TokenInfo.task_scope``); any other task is "not found" to it, exactly as an
-unknown id, so that it learns nothing of other agents' work.
+unknown id, so that it learns nothing of other agents' work. ``?wait=`` waits
+on the EventHub (``http/events.py``), never by polling the store.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
 
 from agentcom.http.base import BaseHandler, HttpError
 from agentcom.messages import IdempotencyKeyReused, Priority, Submitted, TaskSpec
@@ -18,7 +23,10 @@ from agentcom.validation import (
     idempotency_key,
     page_query,
     task_list_query,
+    wait_query,
 )
+
+_ENDED = ("completed", "dead_letter")
 
 
 class TasksHandler(BaseHandler):
@@ -94,12 +102,50 @@ class DeadLetterHandler(BaseHandler):
 
 
 class TaskHandler(BaseHandler):
+    """``GET /api/tasks/{id}``, and with ``?wait=S`` (0 < S <= 60) a long poll: the
+    answer comes once the task is completed or dead-lettered, or after S seconds.
+
+    The waiter is registered with the EventHub before the task is read, so an
+    end that lands in between is not missed; it is one future, not a thread.
+    """
+
+    _waiter: asyncio.Future[str] | None = None
+    _gone = False
+
     async def get(self, task_id: str) -> None:
         reader = await self.authenticate()
-        task = await self.ask(self.services.task_queue.get(task_id, reader.task_scope))
+        try:
+            wait_s = wait_query(self.request.query_arguments)
+        except Invalid as invalid:
+            raise HttpError(400, str(invalid)) from None
+        events = self.services.events
+        if wait_s is None or events is None:
+            self.send_json(await self._read(task_id, reader.task_scope))
+            return
+        self._waiter = events.wait_for_end(task_id)
+        try:
+            task = await self._read(task_id, reader.task_scope)
+            if task["status"] not in _ENDED:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._waiter), wait_s)
+                if self._gone:
+                    return
+                task = await self._read(task_id, reader.task_scope)
+        finally:
+            events.stop_waiting(task_id, self._waiter)
+        self.send_json(task)
+
+    async def _read(self, task_id: str, scope: str | None) -> dict[str, Any]:
+        task: dict[str, Any] | None = await self.ask(self.services.task_queue.get(task_id, scope))
         if task is None:
             raise HttpError(404, "task_not_found")
-        self.send_json(task)
+        return task
+
+    def on_connection_close(self) -> None:
+        # The caller hung up: stop waiting for it now rather than after S seconds.
+        self._gone = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result("gone")
 
 
 class TaskRetryHandler(BaseHandler):
