@@ -36,6 +36,9 @@ AGENT_ID_MAX_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
 IDEMPOTENCY_KEY_MAX_CHARS = 255
+# Names and statuses go to every agent in presence frames: a megabyte of status
+# would be a megabyte written to each of them.
+SHOWN_TEXT_MAX_CHARS = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,12 +281,22 @@ def retention_change(body: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return ttl, most
 
 
+def _shown_text(name: str, *, required: bool = False) -> Field:
+    return Field(
+        name,
+        "string",
+        required=required,
+        rule=lambda value: len(value) <= SHOWN_TEXT_MAX_CHARS,
+        rule_text=f"must be at most {SHOWN_TEXT_MAX_CHARS} characters",
+    )
+
+
 FRAMES: dict[str, tuple[Field, ...]] = {
     "identify": (
         Field("agent_id", "string", required=True, rule=_non_empty, rule_text="must not be empty"),
         Field("token", "string"),
-        Field("name", "string"),
-        Field("status", "string"),
+        _shown_text("name"),
+        _shown_text("status"),
         Field(
             "capabilities",
             "list",
@@ -313,7 +326,7 @@ FRAMES: dict[str, tuple[Field, ...]] = {
     "task_rejected": (_TASK_ID, Field("reason", "any")),
     "task_recovering": (_TASK_ID,),
     "ping": (),
-    "status": (Field("status", "string", required=True),),
+    "status": (_shown_text("status", required=True),),
     "list_agents": (),
     **MESSAGING_FRAMES,
 }

@@ -177,7 +177,7 @@ class Presence(HubActor):
 
     def set_status(self, agent_id: str, status: str) -> None:
         agent = self._agents.get(agent_id)
-        if agent is not None:
+        if agent is not None and agent.status != status:
             agent.status = status
             self._announce({"type": "status_changed", "agent": agent.public()}, agent_id)
 

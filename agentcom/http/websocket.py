@@ -32,7 +32,7 @@ import pykka
 import structlog
 import tornado.websocket
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 from agentcom import compact_json, json_input
 from agentcom.actors.presence import Identity
@@ -69,6 +69,10 @@ the loop far more than the bytes in it: flushing every loop turn cost 16 s of
 CPU to connect 500 agents (one write per join per socket); a 50 ms window
 makes a mass connect a few dozen writes per socket."""
 
+SLOW_CONSUMER_BYTES = 8 * MAX_MESSAGE_BYTES
+"""Frames waiting in the hub for an agent that does not read them, at most; a socket
+the kernel's buffers are full for and this much behind is dropped."""
+
 UNIDENTIFIED_FRAME_BYTES = 16 * 1024
 """Largest frame read before ``identify`` succeeds: an identify frame is far smaller."""
 IDENTIFIED_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES
@@ -87,7 +91,8 @@ class SocketRegistry:
         # Identified sockets that did not opt out, each with the number of the
         # first change it may hear: none from before its own "identified".
         self.presence_listeners: dict[AgentSocket, int] = {}
-        self._presence_pending: list[tuple[int, str, bytes]] = []  # (number, about, frame)
+        # (number, about, type, frame), oldest first
+        self._presence_pending: list[tuple[int, str, str, bytes]] = []
         self._presence_numbers = itertools.count()
         self.identify_timeout_s = identify_timeout_ms / 1000
         self.allowed_origins = frozenset(allowed_origins)
@@ -119,24 +124,31 @@ class SocketRegistry:
         """
         if not self._presence_pending:
             IOLoop.current().call_later(PRESENCE_FLUSH_S, self._flush_presence)
+        kind = frame["type"]
+        if kind == "status_changed":
+            # Only an agent's latest status is worth sending: an agent that
+            # changes it in a loop costs each listener one frame per window.
+            self._presence_pending = [
+                entry for entry in self._presence_pending if entry[1:3] != (about, kind)
+            ]
         encoded = _text_frame(compact_json.dumps(frame))
-        self._presence_pending.append((next(self._presence_numbers), about, encoded))
+        self._presence_pending.append((next(self._presence_numbers), about, kind, encoded))
 
     def listen_to_presence(self, socket: AgentSocket) -> None:
         self.presence_listeners[socket] = next(self._presence_numbers)
 
     def _flush_presence(self) -> None:
         pending, self._presence_pending = self._presence_pending, []
-        subjects = {about for _, about, _ in pending}
+        subjects = {about for _, about, _, _ in pending}
         first = pending[0][0]
-        everything = b"".join(encoded for _, _, encoded in pending)
+        everything = b"".join(encoded for _, _, _, encoded in pending)
         for socket, since in list(self.presence_listeners.items()):
             if socket.agent_id in subjects or since > first:
                 # Not told of its own change, nor of changes before it identified.
                 socket.write_encoded(
                     b"".join(
                         encoded
-                        for number, about, encoded in pending
+                        for number, about, _, encoded in pending
                         if number >= since and about != socket.agent_id
                     )
                 )
@@ -154,6 +166,8 @@ class SocketRegistry:
                     socket.ping()
                 except tornado.websocket.WebSocketClosedError:
                     continue
+                except StreamBufferFullError:
+                    socket.drop_slow_consumer()
 
 
 class AgentSocket(tornado.websocket.WebSocketHandler):
@@ -206,6 +220,9 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         # assignment): with Nagle on, the second waits for the peer's delayed
         # ACK, ~40 ms, which was most of a task's round trip.
         self.set_nodelay(True)
+        if self.ws_connection is not None and self.ws_connection.stream is not None:
+            # Past this much unsent, a write raises and the socket is dropped.
+            self.ws_connection.stream.max_write_buffer_size = SLOW_CONSUMER_BYTES
         self.registry.sockets.add(self)
         self._identify_deadline = IOLoop.current().call_later(
             self.registry.identify_timeout_s, self._identify_overdue
@@ -239,9 +256,7 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
     # --- the loop's side of bridge.Connection ------------------------------------------
 
     def send_frame(self, frame: dict[str, Any]) -> None:
-        if self.ws_connection is None or self.ws_connection.is_closing():
-            return
-        self.write_message(compact_json.dumps(frame))
+        self.send_text(compact_json.dumps(frame))
         if frame["type"] == "identified" and self.wants_presence:
             # Presence changes follow the agent's own "identified", never precede it.
             self.registry.listen_to_presence(self)
@@ -250,7 +265,10 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         """A frame encoded by an actor (``PostOffice`` encodes a broadcast once)."""
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        self.write_message(text)
+        try:
+            self.write_message(text).add_done_callback(_ignore_closed)
+        except StreamBufferFullError:
+            self.drop_slow_consumer()
 
     def write_encoded(self, frames: bytes) -> None:
         """Write whole WebSocket frames encoded elsewhere (``_text_frame``)."""
@@ -263,7 +281,19 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             written = stream.write(frames)
         except StreamClosedError:
             return
+        except StreamBufferFullError:
+            self.drop_slow_consumer()
+            return
         written.add_done_callback(_ignore_closed)
+
+    def drop_slow_consumer(self) -> None:
+        """An agent that does not read what it is sent must not grow the hub's memory.
+
+        Its unacknowledged direct messages stay in its mailbox and come again
+        after its next identify; its task is handled as a disconnect.
+        """
+        log.warning("agent_slow_consumer_dropped", agent_id=self.agent_id)
+        self.drop_silent()
 
     def close_for(self, reason: str) -> None:
         if self.connection is not None:
@@ -323,6 +353,10 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         info: TokenInfo | None = None
         if frame.get("token"):
             info = await self.services.token_check.verify(frame["token"])
+        if self.ws_connection is None:
+            # Closed while the token was checked: connecting now could replace a
+            # newer connection of the same agent that identified meanwhile.
+            return
         if info is None:
             self._error("invalid_token")
             return

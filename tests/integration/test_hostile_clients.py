@@ -22,7 +22,15 @@ from tornado.websocket import websocket_connect
 
 from agentcom.config import HubConfig
 from agentcom.hub import HubThread
-from tests.integration.helpers import MIB, HubProcess, events, http, peak_rss_kib, token_cli
+from tests.integration.helpers import (
+    MIB,
+    HubProcess,
+    SilentSocket,
+    events,
+    http,
+    peak_rss_kib,
+    token_cli,
+)
 from tests.waiting import wait_until
 
 # --- raw HTTP, as an attacker writes it ---------------------------------------------------
@@ -372,3 +380,30 @@ def test_a_revoked_agent_gets_no_task_submitted_right_after_the_revocation(hub: 
     assert agent.wait_closed() == 4001
     assert agent.pending("task_assign") == []
     assert hub.task(task_id)["status"] == "queued"
+
+
+def test_an_agent_that_never_reads_is_dropped_before_it_grows_the_hub(hub: Any) -> None:
+    reader = SilentSocket("127.0.0.1", hub.thread.port)
+    reader.send({"type": "identify", "agent_id": "sink", "token": hub.thread.create_token("sink")})
+    sender_token = hub.thread.create_token("source")
+
+    def connected() -> bool:
+        agents = hub.api("GET", "/api/agents").body["agents"]
+        return any(agent["agent_id"] == "sink" for agent in agents)
+
+    wait_until(connected, what="the sink identified")
+    payload = {"blob": "z" * 60_000}
+    sent = 0
+    while connected() and sent < 2_000:  # the sink reads nothing, not even its identified
+        reply = http(
+            "POST",
+            hub.http_url + "/api/message",
+            {"to": "sink", "payload": payload},
+            token=sender_token,
+        )
+        assert reply.status == 200, reply
+        sent += 1
+    assert sent < 2_000, "120 MB sent and the socket that reads nothing is still open"
+    mailbox = hub.api("GET", "/api/mailbox/sink?limit=1000", token=hub.admin_token).body
+    assert mailbox["count"] == min(sent, 1000)  # nothing acknowledged, nothing lost
+    reader.close()

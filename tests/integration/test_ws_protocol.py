@@ -347,3 +347,29 @@ def test_a_second_identify_on_one_connection_is_refused(hub):
     assert agent.recv("error")["error"]
     agent.round_trip()
     assert hub.api("GET", "/health").body["agents_connected"] == 1
+
+
+def test_an_unchanged_status_is_not_announced_again(hub):
+    listener = hub.agent("listener")
+    talker = hub.agent("talker")
+    listener.recv("agent_joined")
+    for _ in range(3):
+        talker.send({"type": "status", "status": "busy"})
+        talker.recv("status_updated")
+    hub.agent("marker")  # its join is announced after any status change above
+    assert listener.recv("agent_joined")["agent"]["agent_id"] == "marker"
+    assert [f["agent"]["status"] for f in listener.pending("status_changed")] == ["busy"]
+
+
+@pytest.mark.parametrize("field", ["name", "status"])
+def test_names_and_statuses_shown_to_every_agent_are_bounded(hub, field):
+    socket = hub.socket()
+    answer = socket.identify("a1", hub.thread.create_token("a1"), **{field: "x" * 256})
+    assert answer == {
+        "type": "error",
+        "error": f"invalid_field: {field} must be at most 255 characters",
+    }
+    agent = hub.agent("a2")
+    agent.send({"type": "status", "status": "y" * 1_000_000})
+    assert agent.recv("error")["error"] == "invalid_field: status must be at most 255 characters"
+    agent.round_trip()
