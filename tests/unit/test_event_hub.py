@@ -235,3 +235,20 @@ def test_the_feed_numbers_events_in_order_and_hands_them_over_in_batches(
     }
     with pytest.raises(queue.Empty):
         batches.get(timeout=0.2)
+
+
+def test_a_ping_comment_goes_to_every_client_and_a_close_ends_them_all() -> None:
+    async def scenario() -> None:
+        hub = EventHub(last_id=0)
+        handlers = [FakeHandler(), FakeHandler()]
+        clients = [hub.attach(h, View(None), None) for h in handlers]  # type: ignore[arg-type]
+        waiter = hub.wait_for_end("t1")
+        hub._send_ping()
+        await settle()
+        assert all("".join(h.written).endswith(": ping\n\n") for h in handlers)
+        hub.close()
+        assert all(c.closed and c.done.done() for c in clients)
+        assert all(h.request.connection.closed for h in handlers)
+        assert waiter.result() == "closing"
+
+    run(scenario())
