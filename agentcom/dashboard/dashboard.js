@@ -56,6 +56,7 @@
     eventsApplied: 0,
     lastEventId: null,
     streamOpened: 0,
+    resets: 0,
   };
   window.agentcomDashboard = dash;
 
@@ -384,24 +385,32 @@
 
   function startStream() {
     stopStream();
-    const es = new EventSource(`/api/events?token=${encodeURIComponent(state.token)}`);
+    let url = `/api/events?token=${encodeURIComponent(state.token)}`;
+    // A new EventSource after a failed one resumes where the page stopped;
+    // the hub answers what was missed, or `reset` if it no longer holds it.
+    const resumeFrom = state.loadedAt === null ? null : dash.lastEventId;
+    if (resumeFrom !== null) url += `&last_event_id=${resumeFrom}`;
+    const es = new EventSource(url);
     source = es;
     let openedOnce = false;
     es.onopen = () => {
+      const first = !openedOnce;
       openedOnce = true;
       dash.streamOpened += 1;
       retryDelay = 1000;
       setLive("up");
-      // The hub starts a fresh stream with `reset`, which loads the state;
-      // a hub that does not is loaded a moment later.
-      if (state.loadedAt === null) {
-        window.setTimeout(() => {
-          if (state.loadedAt === null && !loading) loadState();
-        }, 1500);
-      }
+      // The hub follows a client from the moment it answers: load the state
+      // now, and what happens meanwhile is replayed on top of it. Later
+      // opens of this EventSource resume with Last-Event-ID by themselves.
+      if (first && resumeFrom === null) loadState();
+      // Reopened with no event seen yet, EventSource had no id to resume
+      // from, and the hub cannot say what this page missed: load again.
+      else if (!first && !streamId) loadState();
     };
+    let streamId = resumeFrom === null ? "" : String(resumeFrom);
     const onEvent = (message) => {
       if (source !== es) return;
+      if (message.lastEventId) streamId = message.lastEventId;
       let event;
       try {
         event = JSON.parse(message.data);
@@ -409,7 +418,8 @@
         event = {};
       }
       if (message.type === "reset" || event.type === "reset") {
-        dash.lastEventId = null; // ids may start again (a restarted hub)
+        dash.resets += 1;
+        dash.lastEventId = null;
         loadState();
         return;
       }
@@ -982,9 +992,14 @@
         }
       });
       const last = depth[depth.length - 1];
-      ctx.lineTo(pad.left + plotW, pad.top + plotH - (last[1] / maxDepth) * plotH);
+      const lastY = pad.top + plotH - (last[1] / maxDepth) * plotH;
+      ctx.lineTo(pad.left + plotW, lastY);
       ctx.stroke();
       ctx.lineWidth = 1;
+      ctx.fillStyle = "#2f6fde";
+      ctx.beginPath();
+      ctx.arc(pad.left + plotW, lastY, 3, 0, 2 * Math.PI);
+      ctx.fill();
     }
 
     $("chart-note").textContent = state.loadedAt > start

@@ -90,10 +90,8 @@ class Hub:
     """One running hub, with an admin, a viewer and a submitter token."""
 
     def __init__(self, data_dir: Path, clients: ClientLoop) -> None:
-        self.thread = HubThread(
-            HubConfig(host="127.0.0.1", port=0, data_dir=data_dir, **QUIET_TIMING)
-        )
-        self.thread.start()
+        self.data_dir = data_dir
+        self.thread = self._start(port=0)
         self.url = self.thread.http_url
         self.ws_url = self.thread.ws_url
         self._clients = clients
@@ -133,9 +131,26 @@ class Hub:
         assert answer == {"type": "identified", "agent_id": agent_id}, answer
         return agent
 
-    def close(self) -> None:
+    def _start(self, port: int) -> HubThread:
+        config = HubConfig(host="127.0.0.1", port=port, data_dir=self.data_dir, **QUIET_TIMING)
+        thread = HubThread(config)
+        thread.start()
+        return thread
+
+    def restart(self) -> None:
+        """Stop the hub and start it again on the same port and data (tokens, tasks)."""
+        port = self.thread.port
+        self._close_sockets()
+        self.thread.stop()
+        self.thread = self._start(port)
+
+    def _close_sockets(self) -> None:
         for agent in self._sockets:
             agent.close()
+        self._sockets.clear()
+
+    def close(self) -> None:
+        self._close_sockets()
         self.thread.stop()
 
 

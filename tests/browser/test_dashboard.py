@@ -72,14 +72,14 @@ def test_a_token_link_is_kept_and_leaves_the_address_bar(page: Dashboard) -> Non
     assert "token" not in page.driver.current_url
     assert page.driver.current_url.endswith("/dashboard")
 
+    # Replaced, not pushed: one step back leaves the page (to the blank page
+    # the browser started on) and finds no address holding the token.
+    page.driver.back()
+    assert "token" not in page.driver.current_url
+
     page.open()  # no token in the address: the kept one is used
     page.wait_loaded()
     assert not page.visible("token-panel")
-
-    # Replaced, not pushed: going back leaves the page, it does not find the token.
-    page.driver.back()
-    page.driver.back()
-    assert "token" not in page.driver.current_url
 
 
 def test_lists_a_connected_simulated_agent(page: Dashboard) -> None:
@@ -118,14 +118,22 @@ def test_html_in_an_agent_id_and_a_description_is_shown_as_text(page: Dashboard)
 
 def test_retry_on_a_dead_letter_task_requeues_it(page: Dashboard) -> None:
     hub = page.hub
+    page.open_loaded(hub.admin_token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
     worker = hub.agent("bob", ["build"])
     task_id = hub.submit("flaky build", needed_capabilities=["build"], max_retries=0)
     fail_to_dead_letter(worker, task_id, "boom")
     worker.close()
 
-    page.open_loaded(hub.admin_token)
-    row = page.wait_for(lambda: page.row("dead", task_id), "the task in the dead letter")
-    assert row["cells"][1:5] == ["flaky build", "normal", "boom", "bob"]
+    # It fails after the page loaded: the dead letter learns it from events.
+    page.wait_for(
+        lambda: (
+            (row := page.row("dead", task_id))
+            and row["cells"][1:5] == ["flaky build", "normal", "boom", "bob"]
+        ),
+        "the task in the dead letter with its error and last holder",
+        look=lambda: page.rows("dead"),
+    )
     assert page.text("dead-count") == "1"
 
     page.driver.find_element("css selector", f'#dead tr[data-task-id="{task_id}"] button').click()
@@ -166,29 +174,190 @@ def test_submit_form_queues_a_task(page: Dashboard) -> None:
 
 
 def test_screenshot(page: Dashboard, tmp_path: Path) -> None:
-    """A busy hub on the page; saved to $AGENTCOM_SCREENSHOT when it is set."""
+    """A busy hub on the page; saved to $AGENTCOM_SCREENSHOT (docs/dashboard.png) when set."""
     hub = page.hub
-    agents = [
-        sim(hub, "alice", "delay:60000", capabilities=["code", "python"], name="Alice"),
-        sim(hub, "bob", "delay:60000", capabilities=["code", "rust"], name="Bob"),
-        sim(hub, "carol", "complete", capabilities=["docs"], name="Carol"),
-    ]
+    hub.api("POST", "/api/channels", {"name": "builds", "description": "CI news"})
+    hub.api("POST", "/api/channels/builds/publish", {"payload": {"text": "main is green"}})
+    page.open_loaded(hub.admin_token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
+
+    carol = sim(hub, "carol", "complete", capabilities=["docs"], name="Carol")
     try:
-        for description, lane, needs in [
-            ("Refactor the scheduler's matching loop", "high", ["code"]),
-            ("Port the retry logic to Rust", "normal", ["code"]),
-            ("Write the release notes", "low", ["docs"]),
-            ("Train the ranking model", "urgent", ["gpu"]),
-            ("Render the architecture diagram", "normal", ["gpu"]),
-        ]:
-            hub.submit(description, priority=lane, needed_capabilities=needs)
-        page.open_loaded(hub.admin_token)
-        page.wait_for(lambda: len(page.rows("agents")) == 3, "three agents")
-        page.wait_for(lambda: len(page.rows("work")) == 4, "four tasks queued or assigned")
+        for title in ("Write the release notes", "Update the protocol page", "Proofread README"):
+            hub.submit(title, priority="low", needed_capabilities=["docs"])
+        working = [
+            ("alice", ["code", "python"], "Refactor the scheduler's matching loop", "high", 40),
+            ("bob", ["code", "rust"], "Port the retry logic to Rust", "normal", 75),
+        ]
+        for agent_id, capabilities, description, lane, progress in working:
+            agent = hub.agent(agent_id, capabilities, name=agent_id.title())
+            task_id = hub.submit(description, priority=lane, needed_capabilities=capabilities[1:])
+            agent.recv("task_assign", task_id=task_id)
+            agent.send({"type": "task_accepted", "task_id": task_id})
+            agent.send({"type": "task_progress", "task_id": task_id, "progress": progress})
+        builder = hub.agent("dave", ["build"], name="Dave")
+        failed = hub.submit("Build the release wheel", needed_capabilities=["build"], max_retries=0)
+        fail_to_dead_letter(builder, failed, "exit 2: tests/unit/test_timers.py failed")
+        hub.submit("Train the ranking model", priority="urgent", needed_capabilities=["gpu"])
+        hub.submit("Render the architecture diagram", needed_capabilities=["gpu"])
+
+        page.wait_for(lambda: len(page.rows("agents")) == 4, "four agents")
+        page.wait_for(
+            lambda: sorted(row["progress"] for row in page.rows("work")) == ["", "", "40", "75"],
+            "two tasks at work and two queued",
+            look=lambda: page.rows("work"),
+        )
+        page.wait_for(lambda: page.text("completed-hour") == "3", "three completed")
+        page.wait_for(lambda: page.row("dead", failed), "the failed build in the dead letter")
         path = os.environ.get("AGENTCOM_SCREENSHOT")
         target = Path(path) if path else tmp_path / "dashboard.png"
+        page.js("window.scrollTo(0, 0)")
         assert page.driver.save_screenshot(str(target))
         assert target.stat().st_size > 10_000
+        assert console_errors(page) == []
     finally:
-        for agent in agents:
-            agent.stop()
+        carol.stop()
+
+
+def test_a_task_appears_is_assigned_moves_its_progress_bar_and_completes_live(
+    page: Dashboard,
+) -> None:
+    hub = page.hub
+    page.open_loaded(hub.viewer_token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
+    page.mark_page()
+    loads = page.counters()["stateLoads"]
+
+    def work_row(what: str, **expected: str) -> dict[str, Any]:
+        columns = ("task", "description", "lane", "needs", "status", "holder", "age", "progress")
+
+        def check() -> dict[str, Any] | None:
+            row = page.row("work", task_id)
+            if row is None:
+                return None
+            cells = dict(zip(columns, row["cells"], strict=True), progress=row["progress"])
+            return row if all(cells[k] == v for k, v in expected.items()) else None
+
+        found: dict[str, Any] = page.wait_for(check, what, look=lambda: page.row("work", task_id))
+        return found
+
+    task_id = hub.submit("render the frames", priority="high", needed_capabilities=["render"])
+    work_row(
+        "the new task, queued",
+        description="render the frames",
+        lane="high",
+        needs="render",
+        status="queued",
+        holder="—",
+        progress="",
+    )
+
+    worker = hub.agent("renderer", ["render"])  # connects after the page loaded
+    assign = worker.recv("task_assign", task_id=task_id)
+    work_row("the task assigned to renderer", status="assigned", holder="renderer")
+    page.wait_for(
+        lambda: (
+            (row := page.row("agents", "renderer")) and row["cells"][2:4] == ["assigned", task_id]
+        ),
+        "renderer assigned in the agents table",
+        look=lambda: page.rows("agents"),
+    )
+
+    worker.send({"type": "task_accepted", "task_id": task_id})
+    worker.recv("task_ack", task_id=task_id, status="accepted")
+    work_row("the task accepted", status="assigned, accepted")
+    for progress in (30, 70):
+        worker.send({"type": "task_progress", "task_id": task_id, "progress": progress})
+        row = work_row(f"the progress bar at {progress}", progress=str(progress))
+        assert row["cells"][7] == f"{progress}%"
+    bar_width = page.js(
+        "return document.querySelector('#work tr[data-task-id=\"' + arguments[0] + '\"] .fill')"
+        ".style.width",
+        task_id,
+    )
+    assert bar_width == "70%"
+
+    worker.send(
+        {
+            "type": "task_complete",
+            "task_id": task_id,
+            "generation": assign["generation"],
+            "result": {"frames": 24},
+        }
+    )
+    worker.recv("task_ack", task_id=task_id, status="complete")
+    page.wait_for(lambda: page.row("work", task_id) is None, "the task leaving the work table")
+    page.wait_for(lambda: page.text("completed-hour") == "1", "one completed task in the header")
+    page.wait_for(
+        lambda: any(task_id in item for item in feed(page, "task_completed")),
+        "task_completed in the event feed",
+    )
+    idle = page.wait_for(
+        lambda: (row := page.row("agents", "renderer")) and row["cells"][2] == "idle" and row,
+        "renderer idle again",
+    )
+    # Tasks done in 24 h: from the analytics route and the events since; a
+    # hub without analytics has the columns hidden.
+    shown = page.js(
+        "return getComputedStyle(document.querySelector('#agents th.analytics')).display"
+    )
+    if hub.status("/api/analytics/agents") == 200:
+        assert (shown, idle["cells"][7]) == ("table-cell", "1")
+    else:
+        assert shown == "none"
+
+    worker.close()
+    page.wait_for(lambda: page.row("agents", "renderer") is None, "renderer leaving the table")
+
+    # All of it without a reload, and without loading the state again.
+    assert page.same_page()
+    assert page.counters()["stateLoads"] == loads
+    assert console_errors(page) == []
+
+
+def feed(page: Dashboard, event_type: str) -> list[str]:
+    items: list[str] = page.js(
+        "return Array.from(document.querySelectorAll('#feed li'))"
+        ".filter(li => li.dataset.type === arguments[0]).map(li => li.innerText)",
+        event_type,
+    )
+    return items
+
+
+def test_after_a_hub_restart_the_page_loads_the_state_again(page: Dashboard) -> None:
+    hub = page.hub
+    before = hub.submit("from before the restart", needed_capabilities=["nobody"])
+    page.open_loaded(hub.viewer_token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
+    page.wait_for(lambda: page.row("work", before), "the first task")
+    page.mark_page()
+    loads = page.counters()["stateLoads"]
+
+    def loaded_again(times: int) -> None:
+        page.wait_for(
+            lambda: page.counters()["stateLoads"] == loads + times,
+            f"the state loaded again ({times})",
+            timeout=20,
+            look=page.counters,
+        )
+        page.wait_for(lambda: page.text("hub-status") == "up, live", "a live stream again")
+
+    # No event seen yet: EventSource reconnects with no id to resume from, so
+    # the page cannot know what it missed and loads the state again.
+    hub.restart()
+    loaded_again(1)
+    assert page.counters()["resets"] == 0
+
+    # With an event seen, EventSource reconnects with Last-Event-ID, which the
+    # new hub does not hold: it answers `reset`, and the page loads again.
+    seen = hub.submit("seen live", needed_capabilities=["nobody"])
+    page.wait_for(lambda: page.counters()["lastEventId"] is not None, "an event with an id")
+    page.wait_for(lambda: page.row("work", seen), "the task submitted live")
+    hub.restart()
+    loaded_again(2)
+    assert page.counters()["resets"] == 1
+
+    after = hub.submit("after the restart", needed_capabilities=["nobody"])
+    page.wait_for(lambda: page.row("work", after), "a task submitted to the new hub")
+    assert page.row("work", before) is not None
+    assert page.same_page()
