@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 import tomllib
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ import pytest
 
 from agentcom.http.dashboard import CONTENT_TYPES, DASHBOARD_DIR
 from tests.browser.conftest import Hub
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -81,3 +83,19 @@ def test_every_served_file_is_package_data() -> None:
     assert {path.name for path in served} >= {"index.html", "dashboard.js", "dashboard.css"}
     for path in served:
         assert any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns), path.name
+
+
+def test_a_token_link_stays_out_of_the_access_log(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    status, _, _ = get(hub, f"/dashboard?token={hub.viewer_token}")
+    assert status == 200
+
+    def logged() -> bool | list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+        return any("/dashboard" in line for line in lines) or lines
+
+    wait_until(logged, what="an access log line for /dashboard")
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [line for line in lines if hub.viewer_token in line]
