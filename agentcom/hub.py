@@ -24,7 +24,9 @@ import structlog
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from agentcom.actors.analytics import Analytics
 from agentcom.actors.event_feed import EventFeed
+from agentcom.actors.metrics import Metrics
 from agentcom.actors.post_office import PostOffice
 from agentcom.actors.presence import Presence
 from agentcom.actors.pubsub import PubSub
@@ -40,6 +42,7 @@ from agentcom.http.events import EventHub
 from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
+from agentcom.metrics import HubMetrics
 from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
@@ -67,6 +70,10 @@ class Hub:
         self.event_feed_ref = EventFeed.start(
             self.pubsub_ref, OnLoop(asyncio.get_event_loop(), self.events.publish), first_id
         )
+        # Watchers of EVENTS_TOPIC start before the actors that publish on it.
+        self.metrics = HubMetrics()
+        self.metrics_ref = Metrics.start(self.metrics, self.pubsub_ref)
+        self.analytics_ref = Analytics.start(config.data_dir, self.pubsub_ref, self.timers)
         self.task_queue_ref = TaskQueue.start(config.data_dir, self.pubsub_ref)
         self.tokens_ref = TokenRegistry.start(config.data_dir)
         self.scheduler_ref = Scheduler.start(
@@ -104,8 +111,16 @@ class Hub:
             self.post_office_ref,
             self.presence_ref,
             self.event_feed_ref,
+            self.metrics_ref,
+            self.analytics_ref,
         ):
             ref.proxy().actor_urn.get(timeout=ACTOR_TIMEOUT_S)
+        for store, ref in (
+            ("tasks", self.task_queue_ref),
+            ("messages", self.post_office_ref),
+            ("analytics", self.analytics_ref),
+        ):
+            ref.proxy().commit_observer = self.metrics.commit_observer(store)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
         self.token_check = TokenCheck(self.tokens, config.data_dir, self.sockets.close_revoked)
@@ -115,6 +130,8 @@ class Hub:
             self.tokens,
             self.token_check,
             self.post_office_ref.proxy(),
+            analytics=self.analytics_ref.proxy(),
+            metrics=self.metrics,
             events=self.events,
         )
         self.server = HubHTTPServer(make_app(services, self.sockets), config)
@@ -149,6 +166,9 @@ class Hub:
         await stop_actor(self.tokens_ref)
         await stop_actor(self.event_feed_ref)
         self.events.close()  # ends every stream and wait, so the server can close
+        # After every actor that publishes HubEvents: their last events are counted.
+        await stop_actor(self.analytics_ref)
+        await stop_actor(self.metrics_ref)
         await stop_actor(self.pubsub_ref)
         self.timers.stop()
         self.token_check.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -188,6 +189,9 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
     refusals: tuple[type[Exception], ...] = ()
     """Errors a handler raises before it changes anything: only its savepoint is undone."""
 
+    commit_observer: Callable[[float], None] | None = None
+    """Told the seconds of each commit that wrote (the hub's ``/metrics``)."""
+
     _store: StoreT  # opened in on_start, in the actor's thread
 
     def __init__(self, data_dir: Path, clock: Clock) -> None:
@@ -252,7 +256,7 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
     def end_batch(self) -> None:
         """Commit the batch, then flush the outbox."""
         try:
-            self._store.commit()
+            self._commit()
         except Exception as error:
             # Nothing of this batch is on disk: its replies fail (BatchingActor),
             # only what outlives the batch goes out, and memory goes back to the
@@ -265,6 +269,13 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
             self._flush()
             raise
         self._flush()
+
+    def _commit(self) -> bool:
+        started = time.perf_counter()
+        wrote = self._store.commit()
+        if wrote and self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
+        return wrote
 
     # --- the full-disk episode ------------------------------------------------------
 

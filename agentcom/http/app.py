@@ -6,6 +6,12 @@ import tornado.web
 
 from agentcom.http.admin import TokenHandler, TokensHandler
 from agentcom.http.agents import AgentsHandler, AgentStateHandler, AgentStatesHandler, HealthHandler
+from agentcom.http.analytics import (
+    AnalyticsAgentsHandler,
+    AnalyticsHourlyHandler,
+    AnalyticsSummaryHandler,
+    MetricsHandler,
+)
 from agentcom.http.base import NotFoundHandler, Services
 from agentcom.http.dashboard import DashboardFiles
 from agentcom.http.events import EventsHandler, access_log_line
@@ -69,6 +75,10 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         (r"/api/threads/([^/]+)/root", ThreadRootHandler, handler_args),
         (r"/admin/tokens", TokensHandler, handler_args),
         (r"/admin/tokens/([^/]+)", TokenHandler, handler_args),
+        (r"/api/analytics/summary", AnalyticsSummaryHandler, handler_args),
+        (r"/api/analytics/agents", AnalyticsAgentsHandler, handler_args),
+        (r"/api/analytics/agents/([^/]+)/hourly", AnalyticsHourlyHandler, handler_args),
+        (r"/metrics", MetricsHandler, {**handler_args, "registry": sockets}),
     ]
     return tornado.web.Application(
         routes,

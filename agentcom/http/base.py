@@ -26,6 +26,7 @@ from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
 from agentcom.messages import MessageRefused, StorageFull
+from agentcom.metrics import HubMetrics
 from agentcom.store import CHANGES_STATE, TokenInfo
 from agentcom.validation import Field, Invalid, check
 
@@ -45,6 +46,8 @@ class Services:
     token_check: TokenCheck
     post_office: pykka.ActorProxy[Any]
     events: EventHub | None = None  # the event stream and ?wait= (http/events.py)
+    analytics: pykka.ActorProxy[Any] | None = None
+    metrics: HubMetrics | None = None
 
 
 class HttpError(Exception):
