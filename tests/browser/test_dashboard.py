@@ -396,3 +396,41 @@ def messages(page: Dashboard) -> list[str]:
         "return Array.from(document.querySelectorAll('#messages li')).map(li => li.innerText)"
     )
     return items
+
+
+def test_the_queue_loads_page_by_page_and_draws_the_oldest(page: Dashboard) -> None:
+    """1,001 queued tasks: two pages of the task list (limit 1000, then the cursor)."""
+    hub = page.hub
+    first = hub.submit("the oldest", needed_capabilities=["nobody"])
+    for n in range(1000):
+        hub.submit(f"queued {n}", needed_capabilities=["nobody"])
+    page.open_loaded(hub.viewer_token)
+    assert page.text("queued-lanes") == "urgent 0 · high 0 · normal 1001 · low 0"
+    rows = page.rows("work")
+    assert len(rows) == 500 and rows[0]["key"] == first
+    assert page.text("work-more") == "Showing the oldest 500; 501 more not drawn."
+
+
+def test_an_agent_token_sees_its_own_tasks(page: Dashboard) -> None:
+    hub = page.hub
+    own = hub.api(
+        "POST", "/api/tasks", {"description": "mine", "needed_capabilities": ["x"]}, token=hub.token
+    ).body["task_id"]
+    other = hub.submit("someone else's", needed_capabilities=["x"])
+    page.open_loaded(hub.token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
+    assert [row["key"] for row in page.rows("work")] == [own]
+
+    # Another's task first: once the agent's own later task is drawn, the
+    # stream has passed the other one, which must not be on the page.
+    hub.submit("not mine either", needed_capabilities=["x"])
+    later = hub.api(
+        "POST",
+        "/api/tasks",
+        {"description": "mine too", "needed_capabilities": ["x"]},
+        token=hub.token,
+    ).body["task_id"]
+    page.wait_for(lambda: page.row("work", later), "the agent's new task, from the stream")
+    assert [row["key"] for row in page.rows("work")] == [own, later]
+    assert other not in page.text("feed")
+    assert console_errors(page) == []
