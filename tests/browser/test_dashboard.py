@@ -20,23 +20,9 @@ from tests.integration.helpers import fail_to_dead_letter
 XSS_ID = '<img src=x onerror="window.__xss=1">'
 
 
-# Parts of the page this hub may not have yet (other features): the page asks,
-# gets 404 and does without. A 404 the hub really answers is no page error.
-OPTIONAL_ROUTES = ("/api/analytics/agents",)
-
-
 def console_errors(page: Dashboard) -> list[dict[str, Any]]:
     """SEVERE browser log entries (script errors, failed loads, CSP refusals)."""
-    absent = [route for route in OPTIONAL_ROUTES if page.hub.status(route) == 404]
-    return [
-        entry
-        for entry in page.console()
-        if entry["level"] == "SEVERE"
-        and not any(
-            f"{page.hub.url}{route}" in entry["message"] and "404" in entry["message"]
-            for route in absent
-        )
-    ]
+    return [entry for entry in page.console() if entry["level"] == "SEVERE"]
 
 
 def sim(hub: Hub, agent_id: str, behaviour: str = "complete", **kw: Any) -> AgentSim:
