@@ -10,12 +10,14 @@ from typing import Any
 
 import pykka
 import pytest
+from structlog.testing import capture_logs
 
 from agentcom.actors.analytics import Analytics
 from agentcom.analytics_store import ANALYTICS_DB, HOUR_MS, bucket_of
 from agentcom.messages import EVENTS_TOPIC, HubEvent
 
 from .conftest import ManualClock
+from .full_disk import OnFillableDisk
 
 DAY_MS = 24 * HOUR_MS
 
@@ -248,3 +250,34 @@ def test_hours_older_than_a_week_are_pruned_on_the_timer_and_at_start(
     clock.advance(2 * DAY_MS)
     start()  # pruned at start
     assert stored_buckets(tmp_path) == [bucket_of(now)]
+
+
+class FillableAnalytics(OnFillableDisk, Analytics):
+    """Analytics on a disk the test fills."""
+
+
+def test_a_full_disk_drops_the_counts_it_refuses_and_counting_goes_on(pubsub_ref, clock, tmp_path):
+    analytics = FillableAnalytics.start(tmp_path, pubsub_ref, None, clock).proxy()
+    analytics.actor_urn.get(timeout=5)
+    disk = analytics.disk.get(timeout=5)
+    with capture_logs() as logs:
+        publish(pubsub_ref, sent(clock.now, "alice", "bob"))
+        assert by_id(analytics)["alice"]["messages_sent_24h"] == 1
+        disk.full = "write"
+        publish(pubsub_ref, sent(clock.now, "alice", "bob"))
+        publish(pubsub_ref, sent(clock.now, "alice", "bob"))
+        assert by_id(analytics)["alice"]["messages_sent_24h"] == 1  # refused, dropped
+        disk.full = None
+        publish(pubsub_ref, sent(clock.now, "alice", "bob"))
+        assert by_id(analytics)["alice"]["messages_sent_24h"] == 2
+    events = [entry["event"] for entry in logs]
+    assert events.count("storage_full") == 1
+    assert events.count("storage_writable_again") == 1
+    analytics.stop()
+    assert by_id(start_again(tmp_path, pubsub_ref, clock))["alice"]["messages_sent_24h"] == 2
+
+
+def start_again(tmp_path: Path, pubsub_ref: pykka.ActorRef[Any], clock: ManualClock) -> Any:
+    analytics = Analytics.start(tmp_path, pubsub_ref, None, clock).proxy()
+    analytics.actor_urn.get(timeout=5)
+    return analytics
