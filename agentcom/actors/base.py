@@ -268,13 +268,21 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
                 self._storage_full(error)
             self._flush()
             raise
-        self._flush()
+        try:
+            self._flush()
+        except Exception:
+            # The batch is on disk: failing its replies now would tell callers a
+            # change they made did not happen (and a retry would make it twice).
+            log.exception("flush_after_commit_failed", actor=str(self))
 
     def _commit(self) -> bool:
         started = time.perf_counter()
         wrote = self._store.commit()
         if wrote and self.commit_observer is not None:
-            self.commit_observer(time.perf_counter() - started)
+            try:
+                self.commit_observer(time.perf_counter() - started)
+            except Exception:
+                log.exception("commit_observer_failed", actor=str(self))
         return wrote
 
     # --- the full-disk episode ------------------------------------------------------

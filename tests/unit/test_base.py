@@ -1,4 +1,5 @@
 import threading
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -6,6 +7,8 @@ import pytest
 
 from agentcom.actors.base import BatchingActor, CallbackFuture, HubActor
 from agentcom.actors.death_watch import DeathWatch
+from agentcom.actors.task_queue import TaskQueue
+from agentcom.messages import TaskSpec
 
 from .conftest import next_of
 
@@ -133,3 +136,26 @@ def test_an_actor_that_survives_failed_tells_keeps_handling_messages() -> None:
     assert sturdy.proxy().write("still here").get(timeout=5) == 1
     with pytest.raises(pykka.ActorDeadError):
         fragile.proxy().write("gone").get(timeout=5)
+
+
+class UnluckyQueue(TaskQueue):
+    """The real TaskQueue whose first send after a commit fails."""
+
+    unlucky = True
+
+    def _flush(self) -> None:
+        super()._flush()
+        if UnluckyQueue.unlucky:
+            UnluckyQueue.unlucky = False
+            raise RuntimeError("the pub/sub hand-off broke after the commit")
+
+
+def test_a_failure_after_the_commit_does_not_fail_the_committed_replies(
+    tmp_path: Path, pubsub_ref: Any
+) -> None:
+    UnluckyQueue.unlucky = True
+    queue = UnluckyQueue.start(tmp_path, pubsub_ref).proxy()
+    queue.commit_observer = lambda seconds: 1 / 0  # a broken metrics hook, too
+    reply = queue.submit(TaskSpec("work", "tester")).get(timeout=5)
+    assert reply["status"] == "queued"  # not an error: the task is on disk
+    assert queue.get(reply["task_id"]).get(timeout=5)["status"] == "queued"
