@@ -20,6 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from agentcom.messages import ReclaimCause
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -90,8 +92,11 @@ class HubMetrics:
             buckets=COMMIT_BUCKETS_S,
             registry=r,
         )
+        # Every label value shows from the start, at 0, so a rate() has a beginning.
         for kind in MESSAGE_KINDS:
             self.messages_sent.labels(kind)
+        for cause in (*ReclaimCause, "other"):
+            self.reclaimed.labels(cause)
         for state in FSM_STATES:
             self.agents.labels(state)
 

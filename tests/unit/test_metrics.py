@@ -103,6 +103,14 @@ def test_start_times_held_are_bounded(pubsub_ref, hub_metrics, monkeypatch):
     assert found[("agentcom_task_assign_latency_seconds_count", ())] == 1
 
 
+def test_every_label_value_is_there_from_the_start():
+    found = samples(HubMetrics())
+    for cause in ("disconnected", "replaced", "acceptance_timeout", "stuck", "overdue", "crashed"):
+        assert found[("agentcom_tasks_reclaimed_total", (("cause", cause),))] == 0
+    for kind in ("direct", "broadcast", "channel"):
+        assert found[("agentcom_messages_sent_total", (("kind", kind),))] == 0
+
+
 def test_two_hubs_in_one_process_have_registries_of_their_own():
     first, second = HubMetrics(), HubMetrics()
     first.completed.inc()
