@@ -420,3 +420,32 @@ def test_an_agent_token_sees_its_own_tasks(page: Dashboard) -> None:
     assert [row["key"] for row in page.rows("work")] == [own, later]
     assert other not in page.text("feed")
     assert console_errors(page) == []
+
+
+def test_a_burst_of_work_is_counted_exactly_from_the_stream(page: Dashboard) -> None:
+    """300 tasks through three agents while the page watches: every completion counted once."""
+    hub = page.hub
+    page.open_loaded(hub.viewer_token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
+    page.mark_page()
+    loads = page.counters()["stateLoads"]
+    agents = [sim(hub, f"worker-{n}", "complete") for n in range(3)]
+    try:
+        for n in range(300):
+            hub.submit(f"burst {n}")
+        page.wait_for(
+            lambda: page.text("completed-hour") == "300" and not page.rows("work"),
+            "300 completions and an empty work table",
+            timeout=60,
+            look=lambda: (page.text("completed-hour"), len(page.rows("work"))),
+        )
+        page.wait_for(
+            lambda: [row["cells"][2] for row in page.rows("agents")] == ["idle"] * 3,
+            "three idle agents",
+        )
+        done = [int(row["cells"][7]) for row in page.rows("agents")]
+        assert sum(done) == 300, done
+        assert page.same_page() and page.counters()["stateLoads"] == loads
+    finally:
+        for agent in agents:
+            agent.stop()
