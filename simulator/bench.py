@@ -16,6 +16,9 @@ Scenarios (run in this order by ``all``):
 * ``capability-spread`` ``throughput`` twice, back to back: without, then with
   20,000 tasks queued ahead of it that each need a capability of their own no
   agent has. Tasks/s with over without, and the hub's memory in both.
+* ``throughput-watched`` ``throughput`` twice, back to back: without, then
+  with a client following ``/api/events`` as the dashboard does (every event,
+  an admin token). Tasks/s with over without (target ≥ 0.9), events streamed.
 * ``messaging``  direct messages at a steady 200/s between 16 agent pairs: send →
   push latency p50/p99; broadcasts to 1,000 connected agents: time until the
   last one has each; 10,000 messages queued for an agent that is away, then
@@ -39,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,7 @@ SCENARIOS = (
     "scale",
     "deep-store",
     "capability-spread",
+    "throughput-watched",
     "messaging",
     "baseline",
 )
@@ -191,9 +195,15 @@ class Bench:
         prepare: Callable[[Path], None] | None = None,
         *,
         record: bool = True,
+        watched: bool = False,
     ) -> dict[str, Any]:
+        """``watched``: a client follows ``/api/events`` all the while, as a dashboard."""
         count = self.size(5000)
-        with self.hub(name, prepare) as hub, self.agents(hub, name, 16) as agents:
+        with (
+            self.hub(name, prepare) as hub,
+            self.agents(hub, name, 16) as agents,
+            self.watcher(hub) if watched else nullcontext({}) as watching,
+        ):
             with HubClient(hub, hub.admin_token) as client:
                 target = completed_count(client) + count
                 cpu_before = hub.cpu_seconds()
@@ -216,10 +226,44 @@ class Bench:
                 else round((cpu_after - cpu_before) / count, 5)
             ),
             "hub_rss_kib": rss,
+            **watching,
         }
         if record:
             self.results[name] = figures
         return figures
+
+    @contextmanager
+    def watcher(self, hub: HubProcess) -> Iterator[dict[str, Any]]:
+        """A process following the hub's event stream; yields what it saw, once done."""
+        driver_end, watcher_end = _spawn.Pipe()
+        process = _spawn.Process(
+            target=lean_agents.watch_events, args=(hub.http_url, hub.admin_token, watcher_end)
+        )
+        process.start()
+        _receive(driver_end, process)  # following
+        seen: dict[str, Any] = {}
+        try:
+            yield seen
+        finally:
+            driver_end.send("done")
+            seen.update(_receive(driver_end, process))
+            process.join(timeout=30)
+
+    def throughput_watched(self) -> None:
+        without = self.throughput("throughput-watched-without", record=False)
+        print("  throughput-watched: again, with a client on /api/events", file=sys.stderr)
+        watched = self.throughput("throughput-watched-with", record=False, watched=True)
+        ratio = round(watched["tasks_per_s"] / without["tasks_per_s"], 3)
+        self.results["throughput-watched"] = {
+            "tasks": without["tasks"],
+            "without_tasks_per_s": without["tasks_per_s"],
+            "watched_tasks_per_s": watched["tasks_per_s"],
+            "events_streamed": watched["events_streamed"],
+            "without_hub_cpu_s_per_task": without["hub_cpu_s_per_task"],
+            "watched_hub_cpu_s_per_task": watched["hub_cpu_s_per_task"],
+            "ratio": ratio,
+            "targets": [_target("watched ≥ 0.9 of unwatched", ratio >= 0.9, ratio)],
+        }
 
     def reclaim(self) -> None:
         rounds = self.size(50)

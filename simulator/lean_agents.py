@@ -93,3 +93,32 @@ def serve_lean_agents(ws_url: str, tokens: dict[str, str], pipe: Connection) -> 
                 task.cancel()
 
     asyncio.run(main())
+
+
+def watch_events(http_url: str, token: str, pipe: Connection) -> None:
+    """Follow ``/api/events`` as a dashboard does until the driver says done; report
+    how many events came."""
+
+    async def main() -> None:
+        streamed = 0
+
+        async def follow(response: aiohttp.ClientResponse) -> None:
+            nonlocal streamed
+            async for line in response.content:
+                if line.startswith(b"data:"):
+                    streamed += 1
+
+        headers = {"Authorization": f"Bearer {token}"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{http_url}/api/events", headers=headers) as response,
+        ):
+            response.raise_for_status()
+            following = asyncio.create_task(follow(response))
+            pipe.send("following")
+            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "done"
+            following.cancel()
+        pipe.send({"events_streamed": streamed})
+
+    asyncio.run(main())

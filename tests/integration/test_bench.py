@@ -36,6 +36,11 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
         assert spread[side]["tasks_per_s"] > 0
         assert spread[side]["hub_rss_kib"] > 0
     assert spread["ratio"] > 0
+    watched = figures["throughput-watched"]
+    assert watched["watched_tasks_per_s"] > 0 and watched["without_tasks_per_s"] > 0
+    # at least a queued, assigned, accepted and completed event per task
+    assert watched["events_streamed"] >= 4 * watched["tasks"]
+    assert [target["target"] for target in watched["targets"]] == ["watched ≥ 0.9 of unwatched"]
     assert_messaging_figures(figures["messaging"])
     assert figures["baseline"]["tasks_per_s"] > 0
     assert figures["ratio"]["throughput_over_baseline"] > 0
