@@ -281,10 +281,11 @@
     dash.stateLoads += 1;
     try {
       const since = Date.now() - HOUR_MS;
-      const [health, states, queued, assigned, dead, analytics, channels, messages] =
+      const [health, states, stats, queued, assigned, dead, analytics, channels, messages] =
         await Promise.all([
           fetch("/health", { cache: "no-store" }).then((r) => r.json()),
           api("GET", "/api/agents/states"),
+          api("GET", "/api/tasks/stats"),
           allPages("/api/tasks?status=queued"),
           allPages("/api/tasks?status=assigned"),
           allPages("/api/tasks/dead-letter"),
@@ -293,6 +294,7 @@
           optional("GET", `/api/messages?since=${since}&limit=200`),
         ]);
       state.health = health;
+      state.stats = stats;
       state.agents = new Map(states.agents.map((agent) => [agent.agent_id, agent]));
       state.tasks = new Map();
       for (const task of [...queued.tasks, ...assigned.tasks]) {
@@ -741,7 +743,12 @@
       if (known.status === "queued" && known.priority in lanes) lanes[known.priority] += 1;
     }
     const parts = LANES.map((lane) => `${lane} ${lanes[lane]}`);
-    $("queued-lanes").textContent = parts.join(" · ") + (state.moreTasks ? " (+ more)" : "");
+    // Past what the page loads (10,000 tasks), the totals come from the stats
+    // as they were at load.
+    const stats = state.stats || {};
+    const queuedAtLoad = stats.by_status ? stats.by_status.queued : "?";
+    $("queued-lanes").textContent = parts.join(" · ") +
+      (state.moreTasks ? ` (shown: the oldest; ${queuedAtLoad} queued at load)` : "");
 
     const hourAgo = Date.now() - HOUR_MS;
     let done = 0;
@@ -753,7 +760,9 @@
     $("completed-label").textContent = state.loadedAt > hourAgo
       ? `Completed since ${clock(state.loadedAt)}`
       : "Completed, last hour";
-    $("dead-count").textContent = String(state.deadLetter.size) + (state.moreDead ? "+" : "");
+    $("dead-count").textContent = state.moreDead
+      ? `${stats.dead_letter} at load`
+      : String(state.deadLetter.size);
     $("live-status").textContent = state.live === "up" ? "live" : text(state.live);
   }
 
