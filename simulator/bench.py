@@ -543,11 +543,8 @@ class Bench:
 
 def fill_store(data_dir: Path, count: int) -> None:
     """``count`` completed tasks, as a hub that has run for a while would have."""
-    db = open_tasks_db(data_dir)
-    store = TaskStore(db)
-    now = hub_now_ms()
-    store.begin()
-    for n in range(count):
+
+    def completed(n: int, now: int) -> TaskRecord:
         task = TaskRecord(
             id=f"task-old{n:011d}",
             description=f"old task {n}",
@@ -565,23 +562,17 @@ def fill_store(data_dir: Path, count: int) -> None:
         task.record("queued", now)
         task.record("assigned", now, agent_id=task.assigned_to, generation=1)
         task.record("completed", now, agent_id=task.assigned_to, generation=1)
-        store.insert(task)
-    store.commit()
-    # A hub that has run this long has long since checkpointed its WAL; leaving
-    # 100,000 rows in it would bill their first checkpoint to the measurement.
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
+        return task
+
+    _store_tasks(data_dir, count, completed)
 
 
 def fill_unservable(data_dir: Path, count: int) -> None:
     """``count`` queued normal-lane tasks, each needing a capability of its own that no
     agent has: one capability group per task, in the lane the plain tasks use. The
     hub loads them at start exactly as if they had been submitted before it restarted."""
-    db = open_tasks_db(data_dir)
-    store = TaskStore(db)
-    now = hub_now_ms()
-    store.begin()
-    for n in range(count):
+
+    def unservable(n: int, now: int) -> TaskRecord:
         task = TaskRecord(
             id=f"task-rare{n:011d}",
             description=f"needs rare-{n}",
@@ -592,8 +583,22 @@ def fill_unservable(data_dir: Path, count: int) -> None:
             needed_capabilities=(f"rare-{n}",),
         )
         task.record("queued", now, submitted_by="bench-spread")
-        store.insert(task)
+        return task
+
+    _store_tasks(data_dir, count, unservable)
+
+
+def _store_tasks(data_dir: Path, count: int, make: Callable[[int, int], TaskRecord]) -> None:
+    """Write ``make(n, now)`` for n < count into the store of a hub not yet started."""
+    db = open_tasks_db(data_dir)
+    store = TaskStore(db)
+    now = hub_now_ms()
+    store.begin()
+    for n in range(count):
+        store.insert(make(n, now))
     store.commit()
+    # A hub that has run this long has long since checkpointed its WAL; leaving
+    # the rows in it would bill their first checkpoint to the measurement.
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
 

@@ -154,13 +154,6 @@ class Hub:
         self.thread.stop()
 
 
-@pytest.fixture(scope="session")
-def clients() -> Iterator[ClientLoop]:
-    loop = ClientLoop()
-    yield loop
-    loop.stop()
-
-
 @pytest.fixture
 def hub(tmp_path: Path, clients: ClientLoop) -> Iterator[Hub]:
     running = Hub(tmp_path / "hub", clients)

@@ -79,13 +79,6 @@ class LiveHub:
         self.thread.stop()
 
 
-@pytest.fixture(scope="session")
-def clients() -> Iterator[ClientLoop]:
-    loop = ClientLoop()
-    yield loop
-    loop.stop()
-
-
 @pytest.fixture
 def make_hub(tmp_path: Path, clients: ClientLoop) -> Iterator[Any]:
     """``make_hub(acceptance_timeout_ms=300, ...)``: a hub with other settings (HubConfig)."""
