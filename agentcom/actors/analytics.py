@@ -130,17 +130,25 @@ class Analytics(StoreActor[AnalyticsStore, None]):
     def end_batch(self) -> None:
         """One transaction for the batch's counts; a full disk drops them."""
         try:
+            self._settle()
+        finally:
+            if self.actor_stopped.is_set():
+                self._store.close()
+
+    def _settle(self) -> None:
+        """Commit the counts gathered so far; a full disk drops them.
+
+        Reads settle first, so they answer what is on disk: a read answered in
+        the middle of a batch must not show counts the batch's commit then loses.
+        """
+        try:
             self._write_pending()
-            wrote = self._commit()
-            if wrote and self._full_since is not None:
+            if self._commit() and self._full_since is not None:
                 self._storage_writable()
         except StorageFull as full:
             self._store.rollback()
             self._load()
             self._storage_full(full)
-        finally:
-            if self.actor_stopped.is_set():
-                self._store.close()
 
     def _write_pending(self) -> None:
         if self._pending:
@@ -261,16 +269,12 @@ class Analytics(StoreActor[AnalyticsStore, None]):
         return now, current, current - (WINDOW_HOURS - 1) * HOUR_MS
 
     def _hours(self, agent_id: str | None, since: int, now: int) -> dict[int, list[int]]:
-        """Counts per hour since ``since``: stored, pending, and open sessions."""
+        """Counts per hour since ``since``: stored, plus the open sessions."""
+        self._settle()
         hours = {
             bucket: [row[c] for c in COUNTS]
             for bucket, row in self._store.hours(agent_id, since).items()
         }
-        for (who, bucket), counts in self._pending.items():
-            if bucket >= since and (agent_id is None or who == agent_id):
-                stored = hours.setdefault(bucket, [0] * len(COUNTS))
-                for i, n in enumerate(counts):
-                    stored[i] += n
         agents = self._agents.values() if agent_id is None else [self._agents.get(agent_id)]
         for agent in agents:
             if agent is not None and agent.connected_at is not None:
@@ -279,15 +283,11 @@ class Analytics(StoreActor[AnalyticsStore, None]):
         return hours
 
     def _totals(self, since: int, now: int) -> dict[str, list[int]]:
+        self._settle()
         totals = {
             agent_id: [row[c] for c in COUNTS]
             for agent_id, row in self._store.totals(since).items()
         }
-        for (agent_id, bucket), counts in self._pending.items():
-            if bucket >= since:
-                stored = totals.setdefault(agent_id, [0] * len(COUNTS))
-                for i, n in enumerate(counts):
-                    stored[i] += n
         for agent in self._agents.values():
             if agent.connected_at is not None:
                 open_ms = max(now - max(agent.connected_at, since), 0)

@@ -281,3 +281,27 @@ def start_again(tmp_path: Path, pubsub_ref: pykka.ActorRef[Any], clock: ManualCl
     analytics = Analytics.start(tmp_path, pubsub_ref, None, clock).proxy()
     analytics.actor_urn.get(timeout=5)
     return analytics
+
+
+class HeldAnalytics(FillableAnalytics):
+    """Analytics that can be held, so that the messages sent meanwhile make one batch."""
+
+    def hold(self, release: threading.Event) -> None:
+        release.wait(timeout=5)
+
+
+def test_a_read_in_the_same_batch_as_counts_a_full_disk_drops_does_not_show_them(
+    pubsub_ref, clock, tmp_path
+):
+    analytics = HeldAnalytics.start(tmp_path, pubsub_ref, None, clock).proxy()
+    analytics.actor_urn.get(timeout=5)  # subscribed
+    publish(pubsub_ref, sent(clock.now, "alice", "bob"))
+    assert by_id(analytics)["alice"]["messages_sent_24h"] == 1
+    analytics.disk.get(timeout=5).full = "write"
+    release = threading.Event()
+    analytics.hold.defer(release)
+    publish(pubsub_ref, sent(clock.now, "alice", "bob"))  # queued behind hold, with the read
+    read = analytics.agents()
+    release.set()
+    (alice,) = [a for a in read.get(timeout=5) if a["agent_id"] == "alice"]
+    assert alice["messages_sent_24h"] == 1, alice  # the second count never reached the disk
