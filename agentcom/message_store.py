@@ -460,6 +460,12 @@ class MessageStore(GroupCommitStore):
         )
         return [name for (name,) in rows]
 
+    def subscription_count(self, agent_id: str) -> int:
+        row = self._conn.execute(
+            "SELECT count(*) FROM subscriptions WHERE agent_id=?", (agent_id,)
+        ).fetchone()
+        return int(row[0])
+
     def is_subscribed(self, name: str, agent_id: str) -> bool:
         row = self._conn.execute(
             "SELECT 1 FROM subscriptions WHERE channel=? AND agent_id=?", (name, agent_id)

@@ -72,6 +72,10 @@ HISTORY_MAX_LIMIT = 200
 THREAD_MAX = 1_000
 """Most messages a thread or a replies answer holds (``"truncated": true`` when there
 were more): with 64 KiB payloads, ten times as many made one answer 625 MiB."""
+MAX_SUBSCRIPTIONS = 100
+"""Channels one agent may be subscribed to: an agent's message history reads each of
+its channels with an indexed query of its own (5,000 subscriptions made a page
+take 65-92 ms of PostOffice's time)."""
 SWEEP_MAX_MS = 60_000
 SWEEP_MIN_MS = 10
 """The TTL sweep runs every tenth of the TTL, within these bounds."""
@@ -472,8 +476,11 @@ class PostOffice(StoreActor[MessageStore, _Out]):
 
     def subscribe(self, name: str, agent_id: str) -> str:
         self._channel(name)
-        if not self._store.subscribe(name, agent_id):
+        if self._store.is_subscribed(name, agent_id):
             return "already_subscribed"
+        if self._store.subscription_count(agent_id) >= MAX_SUBSCRIPTIONS:
+            raise MessageRefused("too_many_subscriptions", 409)
+        self._store.subscribe(name, agent_id)
         self._tell_subscribers(name, "channel_agent_joined", agent_id)
         log.info("channel_subscribed", channel=name, agent_id=agent_id)
         return "subscribed"

@@ -18,7 +18,7 @@ import pykka
 import pytest
 import structlog.testing
 
-from agentcom.actors.post_office import THREAD_MAX, PostOffice
+from agentcom.actors.post_office import MAX_SUBSCRIPTIONS, THREAD_MAX, PostOffice
 from agentcom.config import HubConfig, config_from_args
 from agentcom.messages import (
     EVENTS_TOPIC,
@@ -922,3 +922,16 @@ def test_a_thread_answer_holds_at_most_a_thousand_messages_and_says_so(
     small = send(post, "alice", "bob")
     assert post.thread(small, ADMIN).get(timeout=5)["truncated"] is False
     assert post.replies(small, ADMIN).get(timeout=5)["truncated"] is False
+
+
+def test_an_agent_may_be_subscribed_to_at_most_a_hundred_channels(post: Any) -> None:
+    for n in range(MAX_SUBSCRIPTIONS + 1):
+        post.create_channel(f"c{n}", None, "alice").get(timeout=5)
+    for n in range(MAX_SUBSCRIPTIONS):
+        assert post.subscribe(f"c{n}", "bob").get(timeout=5) == "subscribed"
+    error = refused(post.subscribe(f"c{MAX_SUBSCRIPTIONS}", "bob"))
+    assert (error.error, error.status) == ("too_many_subscriptions", 409)
+    assert post.subscribe("c0", "bob").get(timeout=5) == "already_subscribed"
+    assert len(post.subscriptions("bob").get(timeout=5)) == MAX_SUBSCRIPTIONS
+    post.unsubscribe("c0", "bob").get(timeout=5)
+    assert post.subscribe(f"c{MAX_SUBSCRIPTIONS}", "bob").get(timeout=5) == "subscribed"
