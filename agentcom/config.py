@@ -30,6 +30,7 @@ class HubConfig:
     identify_timeout_ms: int = 10_000
     http_timeout_ms: int = 60_000
     max_connections_per_ip: int = 256
+    priority_aging_ms: int = 60_000
     allowed_origins: tuple[str, ...] = ()
     certfile: Path | None = None
     keyfile: Path | None = None
@@ -103,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {defaults.max_connections_per_ip}, env AGENTCOM_MAX_CONNECTIONS_PER_IP)",
     )
     parser.add_argument(
+        "--priority-aging-ms",
+        type=int,
+        help="a queued task competes one lane higher for every period it has waited, "
+        "up to urgent; 0 for strict lanes "
+        f"(default {defaults.priority_aging_ms}, env AGENTCOM_PRIORITY_AGING_MS)",
+    )
+    parser.add_argument(
         "--allowed-origin",
         dest="allowed_origins",
         action="append",
@@ -138,6 +146,8 @@ def config_from_args(argv: Sequence[str], environ: Mapping[str, str] = os.enviro
     for name in _COUNT_HELP:
         if getattr(config, name) <= 0:
             parser.error(f"{name} must be a positive integer")
+    if config.priority_aging_ms < 0:
+        parser.error("priority_aging_ms must be 0 (strict lanes) or more")
     if config.max_connections_per_ip < 0:
         parser.error("max_connections_per_ip must be 0 (no cap) or more")
     if (config.certfile is None) != (config.keyfile is None):

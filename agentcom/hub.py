@@ -74,7 +74,9 @@ class Hub:
         self.metrics = HubMetrics()
         self.metrics_ref = Metrics.start(self.metrics, self.pubsub_ref)
         self.analytics_ref = Analytics.start(config.data_dir, self.pubsub_ref, self.timers)
-        self.task_queue_ref = TaskQueue.start(config.data_dir, self.pubsub_ref)
+        self.task_queue_ref = TaskQueue.start(
+            config.data_dir, self.pubsub_ref, priority_aging_ms=config.priority_aging_ms
+        )
         self.tokens_ref = TokenRegistry.start(config.data_dir)
         self.scheduler_ref = Scheduler.start(
             self.task_queue_ref,

@@ -6,6 +6,15 @@ in the given order that can serve it (the Scheduler sets that order: unflagged
 agents idle longest first). A task nobody can take never blocks the tasks
 behind it.
 
+Priority aging (``aging_ms`` > 0) changes only which lane a task competes in:
+its effective lane rises by one for every full ``aging_ms`` since it was
+queued (``queued_at``: the caller's lookup), up to urgent, and the next task is
+the servable one with the best (effective lane, seq). It needs no re-sort: in
+a lane the oldest servable task is also the one aged furthest, so only each
+lane's head is compared, four heads per assignment. With ``aging_ms`` 0 the
+lanes are strict and a lane is not even looked at until the ones above it
+have nothing left for the free agents.
+
 Queued tasks are grouped by lane and, within a lane, by the exact set of
 capabilities they need; each group is a heap on submission order. A lane also
 files every group that needs something under one of its capabilities, the
@@ -39,11 +48,12 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from agentcom.messages import IdleAgent, Priority
 
 _Group = list[tuple[int, str]]  # a heap of (seq, task_id)
+_Heads = list[tuple[tuple[int, str], frozenset[str]]]  # a heap of group heads
 _Free = deque[tuple[int, IdleAgent]]  # free agents of one capability set, in the order given
 _NOTHING: frozenset[str] = frozenset()
 
@@ -114,8 +124,22 @@ class _Lane:
             del self._filed[name]
 
 
+def effective_priority(priority: Priority, queued_at: int, now: int, aging_ms: int) -> Priority:
+    """The lane a task queued at ``queued_at`` competes in at ``now``: one higher
+    per full ``aging_ms`` waited, up to urgent; its own lane when aging is off."""
+    if aging_ms <= 0 or now <= queued_at:
+        return priority
+    return Priority(max(0, priority - (now - queued_at) // aging_ms))
+
+
 class QueuedIndex:
-    def __init__(self) -> None:
+    def __init__(self, aging_ms: int = 0, queued_at: Callable[[str], int] | None = None) -> None:
+        """With ``aging_ms`` > 0, ``queued_at`` tells when a task was queued (the
+        index keeps only seq and id per task, so aging costs it no memory)."""
+        if aging_ms > 0 and queued_at is None:
+            raise ValueError("aging needs queued_at")
+        self._aging_ms = aging_ms
+        self._queued_at: Callable[[str], int] = queued_at or (lambda task_id: 0)
         self._lanes = [_Lane() for _ in Priority]
         self._members: set[str] = set()
         # How many groups matching has tested against a capability set, in all:
@@ -133,25 +157,35 @@ class QueuedIndex:
         """Capability groups held across all lanes; every one has a queued task."""
         return sum(len(lane.groups) for lane in self._lanes)
 
-    def add(self, task_id: str, seq: int, priority: Priority, needs: Iterable[str]) -> None:
+    def add(
+        self,
+        task_id: str,
+        seq: int,
+        priority: Priority,
+        needs: Iterable[str],
+    ) -> None:
         if task_id in self._members:
             return
         self._lanes[priority].add(frozenset(needs), seq, task_id)
         self._members.add(task_id)
 
-    def match(self, agents: Sequence[IdleAgent]) -> list[tuple[str, str]]:
-        """Pairs (task_id, agent_id), removing the matched tasks from the index."""
+    def match(self, agents: Sequence[IdleAgent], now: int = 0) -> list[tuple[str, str]]:
+        """Pairs (task_id, agent_id), removing the matched tasks from the index;
+        ``now`` is when the round runs, for aging."""
         pairs: list[tuple[str, str]] = []
         if not self._members:
             return pairs
         free: dict[frozenset[str], _Free] = {}
         for order, agent in enumerate(agents):
             free.setdefault(agent.capabilities, deque()).append((order, agent))
-        for lane in self._lanes:
-            if not free:
-                break
-            if lane.groups:
-                self._match_lane(lane, free, pairs)
+        if self._aging_ms > 0:
+            self._match_aged(free, pairs, now)
+        else:
+            for lane in self._lanes:
+                if not free:
+                    break
+                if lane.groups:
+                    self._match_lane(lane, free, pairs)
         if not self._members:
             self._members.clear()
         return pairs
@@ -159,7 +193,40 @@ class QueuedIndex:
     def _match_lane(
         self, lane: _Lane, free: dict[frozenset[str], _Free], pairs: list[tuple[str, str]]
     ) -> None:
-        # Each group some free agent can serve, with the queues of those agents.
+        servable, heads = self._servable(lane, free)
+        while free and _next_head(heads, servable):
+            self._take(lane, servable, heads, free, pairs)
+
+    def _match_aged(
+        self, free: dict[frozenset[str], _Free], pairs: list[tuple[str, str]], now: int
+    ) -> None:
+        rounds = [
+            (Priority(rank), lane, *self._servable(lane, free))
+            for rank, lane in enumerate(self._lanes)
+            if lane.groups
+        ]
+        aging_ms, queued_at = self._aging_ms, self._queued_at
+        while free and rounds:
+            best: tuple[int, int] | None = None
+            chosen: tuple[Priority, _Lane, dict[frozenset[str], list[_Free]], _Heads] | None = None
+            for state in rounds:
+                rank, _, servable, heads = state
+                if not _next_head(heads, servable):
+                    continue
+                seq, task_id = heads[0][0]
+                key = (effective_priority(rank, queued_at(task_id), now, aging_ms), seq)
+                if best is None or key < best:
+                    best, chosen = key, state
+            if chosen is None:
+                return
+            _, lane, servable, heads = chosen
+            self._take(lane, servable, heads, free, pairs)
+
+    def _servable(
+        self, lane: _Lane, free: dict[frozenset[str], _Free]
+    ) -> tuple[dict[frozenset[str], list[_Free]], _Heads]:
+        """Each group of ``lane`` some free agent can serve, with the queues of
+        those agents, and the heads of those groups in a heap."""
         servable: dict[frozenset[str], list[_Free]] = {}
         for capabilities, agents in free.items():
             for needs in lane.candidates(capabilities):
@@ -168,22 +235,39 @@ class QueuedIndex:
                     servable.setdefault(needs, []).append(agents)
         heads = [(lane.groups[needs][0], needs) for needs in servable]
         heapq.heapify(heads)
-        while heads and free:
-            (_, task_id), needs = heads[0]
-            takers = [agents for agents in servable[needs] if agents]
-            if not takers:
-                heapq.heappop(heads)  # every agent that could serve it has been taken
-                continue
-            agents = min(takers, key=lambda agents: agents[0][0])
-            _, taker = agents.popleft()
-            if not agents:
-                del free[taker.capabilities]
-            group = lane.groups[needs]
-            heapq.heappop(group)
-            self._members.discard(task_id)
-            pairs.append((task_id, taker.agent_id))
-            if group:
-                heapq.heapreplace(heads, (group[0], needs))
-            else:
-                heapq.heappop(heads)
-                lane.drop(needs)
+        return servable, heads
+
+    def _take(
+        self,
+        lane: _Lane,
+        servable: dict[frozenset[str], list[_Free]],
+        heads: _Heads,
+        free: dict[frozenset[str], _Free],
+        pairs: list[tuple[str, str]],
+    ) -> None:
+        """Give the task at the top of ``heads`` to the first free agent that can serve it."""
+        (_, task_id), needs = heads[0]
+        takers = [agents for agents in servable[needs] if agents]
+        agents = min(takers, key=lambda agents: agents[0][0])
+        _, taker = agents.popleft()
+        if not agents:
+            del free[taker.capabilities]
+        group = lane.groups[needs]
+        heapq.heappop(group)
+        self._members.discard(task_id)
+        pairs.append((task_id, taker.agent_id))
+        if group:
+            heapq.heapreplace(heads, (group[0], needs))
+        else:
+            heapq.heappop(heads)
+            lane.drop(needs)
+
+
+def _next_head(heads: _Heads, servable: dict[frozenset[str], list[_Free]]) -> bool:
+    """Drop from the top of ``heads`` the groups no agent left can serve; False
+    when none is left."""
+    while heads:
+        if any(servable[heads[0][1]]):
+            return True
+        heapq.heappop(heads)  # every agent that could serve it has been taken
+    return False

@@ -7,6 +7,13 @@ it). Queued and assigned tasks also live in memory (``_live`` and the
 ``QueuedIndex``), rebuilt from disk at start, so that scheduling, sweeps and
 stats never scan the table; finished tasks are read from disk on request.
 
+Priority aging (``priority_aging_ms``, see ``matching.py``) counts from a
+task's ``created_at``: a task that goes back to the queue keeps its place in
+its lane (its seq) and so its age too. It is a rule of matching, so the stored
+priority never changes and the history records nothing; a task read here
+(``get``, ``list_tasks``) shows the lane it competes in as
+``effective_priority``, None when it is not queued.
+
 As a ``StoreActor`` (``actors/base.py``) it handles every waiting message,
 commits once, then replies and publishes: a reply or event never reports a
 change that is not on disk. Each message runs in its own savepoint, so one bad
@@ -42,7 +49,7 @@ from pykka.messages import ProxyCall
 
 from agentcom.actors.base import StoreActor
 from agentcom.clock import Clock, now_ms
-from agentcom.matching import QueuedIndex
+from agentcom.matching import QueuedIndex, effective_priority
 from agentcom.messages import (
     EVENTS_TOPIC,
     QUEUE_TOPIC,
@@ -101,13 +108,15 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         pubsub: pykka.ActorRef[Any],
         clock: Clock = now_ms,
         idempotency_ttl_ms: int = IDEMPOTENCY_TTL_MS,
+        priority_aging_ms: int = 0,
     ) -> None:
         super().__init__(data_dir, clock)
         self._pubsub = pubsub.proxy()
         self._idempotency_ttl_ms = idempotency_ttl_ms
+        self._aging_ms = priority_aging_ms
         self._live: dict[str, TaskRecord] = {}
         self._held_by: dict[str, str] = {}
-        self._queued = QueuedIndex()
+        self._queued = self._new_index()
         self._counts: Counter[tuple[TaskStatus, Priority]] = Counter()
 
     # --- lifecycle -------------------------------------------------------------
@@ -122,7 +131,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         """Build the in-memory view (lanes, holders, counts) from what the store holds."""
         self._live.clear()
         self._held_by.clear()
-        self._queued = QueuedIndex()
+        self._queued = self._new_index()
         self._counts = Counter(self._store.counts())
         for task in self._store.live():
             self._remember(task)
@@ -242,7 +251,9 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
     def get(self, task_id: str, visible_to: str | None = None) -> dict[str, Any] | None:
         """The task, or None if there is none that ``visible_to`` (an agent id) may see."""
         task = self._find(task_id)
-        return None if task is None or not _visible(task, visible_to) else task.to_wire()
+        if task is None or not _visible(task, visible_to):
+            return None
+        return self._wire(task, self._clock())
 
     def list_tasks(
         self,
@@ -263,7 +274,8 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         next_cursor = None
         if limit is not None and len(found) > limit:
             next_cursor = page[-1].seq if page else cursor
-        return {"tasks": [t.to_wire() for t in page], "next_cursor": next_cursor}
+        now = self._clock()
+        return {"tasks": [self._wire(t, now) for t in page], "next_cursor": next_cursor}
 
     def dead_letter(
         self, limit: int | None = None, cursor: int = 0, visible_to: str | None = None
@@ -307,7 +319,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             return []
         now = self._clock()
         assignments = []
-        for task_id, agent_id in self._queued.match(agents):
+        for task_id, agent_id in self._queued.match(agents, now):
             task = self._live[task_id]
             self._move(task, TaskStatus.ASSIGNED)
             task.generation += 1
@@ -466,6 +478,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
 
     # --- internals ------------------------------------------------------------------
 
+    def _wire(self, task: TaskRecord, now: int) -> dict[str, Any]:
+        """The task as clients see it, with the lane it competes in if it is queued."""
+        lane = None
+        if task.status is TaskStatus.QUEUED:
+            lane = effective_priority(task.priority, task.created_at, now, self._aging_ms).lane
+        return {**task.to_wire(), "effective_priority": lane}
+
     def _find(self, task_id: str) -> TaskRecord | None:
         return self._live.get(task_id) or self._store.get(task_id)
 
@@ -554,6 +573,9 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             self._queued.add(task.id, task.seq, task.priority, task.needed_capabilities)
         elif task.assigned_to is not None:
             self._held_by[task.assigned_to] = task.id
+
+    def _new_index(self) -> QueuedIndex:
+        return QueuedIndex(self._aging_ms, lambda task_id: self._live[task_id].created_at)
 
     def _forget(self, task: TaskRecord, holder: str | None = None) -> None:
         self._live.pop(task.id, None)

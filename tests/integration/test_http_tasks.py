@@ -13,6 +13,7 @@ TASK_FIELDS = {
     "description",
     "metadata",
     "priority",
+    "effective_priority",
     "status",
     "assigned_to",
     "assigned_at",
@@ -57,6 +58,7 @@ def test_submit_defaults_and_task_shape(hub):
     assert task["description"] == "plain"
     assert task["metadata"] == {}
     assert task["priority"] == "normal"
+    assert task["effective_priority"] == "normal"
     assert task["status"] == "queued"
     assert task["assigned_to"] is None
     assert task["assigned_at"] is None
