@@ -16,6 +16,10 @@ Scenarios (run in this order by ``all``):
 * ``capability-spread`` ``throughput`` twice, back to back: without, then with
   20,000 tasks queued ahead of it that each need a capability of their own no
   agent has. Tasks/s with over without, and the hub's memory in both.
+* ``starvation`` sustained urgent overload, twice: one agent taking 200 ms a
+  task, urgent tasks at 10/s for 10 s (twice what it can do), one low task
+  queued at the start; with ``--priority-aging-ms 1000``, then 0 (strict
+  lanes). The low task's wait and the urgent p50/p99 wait in both.
 * ``throughput-watched`` ``throughput`` twice, back to back: without, then
   with a client following ``/api/events`` as the dashboard does (every event,
   an admin token). Tasks/s with over without (target ≥ 0.9), events streamed.
@@ -71,6 +75,7 @@ SCENARIOS = (
     "scale",
     "deep-store",
     "capability-spread",
+    "starvation",
     "throughput-watched",
     "messaging",
     "baseline",
@@ -82,6 +87,9 @@ MESSAGES_PER_S = 200.0
 FILL_SENDERS = 4
 MAILBOX_PAGE = 1000
 DISCONNECT_TIMEOUT_S = 60.0
+STARVATION_WORK_MS = 200
+STARVATION_URGENT_PER_S = 10.0
+STARVATION_AGING_MS = 1000
 # The messaging targets on this project's machine (issue 14).
 DIRECT_P99_TARGET_MS = 10.0
 BROADCAST_TARGET_MS = 500.0
@@ -123,10 +131,17 @@ class Bench:
 
     @contextmanager
     def agents(
-        self, hub: HubProcess, prefix: str, count: int, *, lean: bool = False
+        self,
+        hub: HubProcess,
+        prefix: str,
+        count: int,
+        *,
+        lean: bool = False,
+        behaviour: str = "complete",
     ) -> Iterator[dict[str, Any]]:
         """``count`` completing agents in their own process; yields what they reported.
 
+        ``behaviour``: how the ``AgentSim``s answer (``delay:MS`` to take time).
         ``lean``: ``lean_agents`` instead of ``AgentSim``s, for a load whose frames
         would otherwise keep the agents' process busier than the hub; they add
         the presence frames they saw to the report when the block ends.
@@ -136,8 +151,14 @@ class Bench:
             for n in range(count)
         }
         driver_end, agents_end = _spawn.Pipe()
-        serve = lean_agents.serve_lean_agents if lean else bench_agents.serve_agents
-        process = _spawn.Process(target=serve, args=(hub.ws_url, tokens, agents_end))
+        if lean:
+            process = _spawn.Process(
+                target=lean_agents.serve_lean_agents, args=(hub.ws_url, tokens, agents_end)
+            )
+        else:
+            process = _spawn.Process(
+                target=bench_agents.serve_agents, args=(hub.ws_url, tokens, agents_end, behaviour)
+            )
         process.start()
         report: dict[str, Any] = _receive(driver_end, process)
         report["agent_ids"] = list(tokens)
@@ -355,6 +376,54 @@ class Bench:
             "without": {figure: without[figure] for figure in keep},
             "with": {figure: with_spread[figure] for figure in keep},
             "ratio": round(with_spread["tasks_per_s"] / without["tasks_per_s"], 3),
+        }
+
+    def starvation(self) -> None:
+        if self.args.hub:
+            print(
+                "  starvation: needs hubs of its own (it sets --priority-aging-ms); skipped",
+                file=sys.stderr,
+            )
+            return
+        urgent = self.size(100)
+        sides = {}
+        for side, aging_ms in (("with_aging", STARVATION_AGING_MS), ("strict", 0)):
+            print(f"  starvation: {urgent} urgent tasks, aging {aging_ms} ms", file=sys.stderr)
+            sides[side] = self._overload(f"starvation-{aging_ms}", urgent, aging_ms)
+        self.results["starvation"] = {
+            "urgent_tasks": urgent,
+            "urgent_per_s": STARVATION_URGENT_PER_S,
+            "agent_ms_per_task": STARVATION_WORK_MS,
+            "aging_ms": STARVATION_AGING_MS,
+            **sides,
+        }
+
+    def _overload(self, name: str, urgent: int, aging_ms: int) -> dict[str, Any]:
+        """One agent, urgent tasks at twice its pace, one low task queued behind the first."""
+        hub_args = ["--priority-aging-ms", str(aging_ms)]
+        behaviour = f"delay:{STARVATION_WORK_MS}"
+        with (
+            self.hub(name, hub_args=hub_args) as hub,
+            self.agents(hub, name, 1, behaviour=behaviour) as agents,
+            HubClient(hub, hub.admin_token) as client,
+        ):
+            target = completed_count(client) + urgent + 1
+            started = time.monotonic()
+            urgent_ids = {client.submit(f"{name} urgent 0", priority="urgent")}
+            low = client.submit(f"{name} low", priority="low")
+            for n in range(1, urgent):
+                pause = started + n / STARVATION_URGENT_PER_S - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)  # pacing the stream, not waiting for the hub
+                urgent_ids.add(client.submit(f"{name} urgent {n}", priority="urgent"))
+            wait_completed(client, target, name, COMPLETION_TIMEOUT_S)
+            tasks = self.completed_records(hub, agents["agent_ids"], urgent + 1)
+        waits = {t["id"]: t["assigned_at"] - t["created_at"] for t in tasks}
+        urgent_waits = [waits[task_id] for task_id in urgent_ids]
+        return {
+            "low_wait_ms": waits[low],
+            "urgent_p50_ms": percentile(urgent_waits, 0.50),
+            "urgent_p99_ms": percentile(urgent_waits, 0.99),
         }
 
     def messaging(self) -> None:

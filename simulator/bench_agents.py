@@ -43,12 +43,14 @@ def shared_loop() -> Iterator[asyncio.AbstractEventLoop]:
         thread.join(timeout=10)
 
 
-def serve_agents(ws_url: str, tokens: dict[str, str], pipe: Connection) -> None:
-    """Connect every agent (behaviour ``complete``), report the connect time, serve until told."""
+def serve_agents(
+    ws_url: str, tokens: dict[str, str], pipe: Connection, behaviour: str = "complete"
+) -> None:
+    """Connect every agent (``complete`` unless told), report the connect time, serve until told."""
     with shared_loop() as loop:
         started = time.monotonic()
         agents = [
-            AgentSim(ws_url, agent_id, token, "complete", loop=loop)
+            AgentSim(ws_url, agent_id, token, behaviour, loop=loop)
             for agent_id, token in tokens.items()
         ]
         for agent in agents:

@@ -36,6 +36,11 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
         assert spread[side]["tasks_per_s"] > 0
         assert spread[side]["hub_rss_kib"] > 0
     assert spread["ratio"] > 0
+    starvation = figures["starvation"]
+    assert (starvation["urgent_tasks"], starvation["aging_ms"]) == (2, 1000)
+    for side in ("with_aging", "strict"):
+        assert set(starvation[side]) == {"low_wait_ms", "urgent_p50_ms", "urgent_p99_ms"}
+        assert starvation[side]["low_wait_ms"] > 0
     watched = figures["throughput-watched"]
     assert watched["watched_tasks_per_s"] > 0 and watched["without_tasks_per_s"] > 0
     # at least a queued, assigned, accepted and completed event per task
