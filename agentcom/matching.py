@@ -157,13 +157,7 @@ class QueuedIndex:
         """Capability groups held across all lanes; every one has a queued task."""
         return sum(len(lane.groups) for lane in self._lanes)
 
-    def add(
-        self,
-        task_id: str,
-        seq: int,
-        priority: Priority,
-        needs: Iterable[str],
-    ) -> None:
+    def add(self, task_id: str, seq: int, priority: Priority, needs: Iterable[str]) -> None:
         if task_id in self._members:
             return
         self._lanes[priority].add(frozenset(needs), seq, task_id)
