@@ -292,6 +292,23 @@ class SilentSocket:
         self.sock.close()
 
 
+def work_through(agent: WsAgent, count: int) -> list[str]:
+    """Take and complete ``count`` tasks; their ids in the order the hub handed them out."""
+    order = []
+    for _ in range(count):
+        assign = agent.recv("task_assign")
+        order.append(assign["task_id"])
+        agent.send(
+            {
+                "type": "task_complete",
+                "task_id": assign["task_id"],
+                "generation": assign["generation"],
+            }
+        )
+        agent.recv("task_ack", task_id=assign["task_id"], status="complete")
+    return order
+
+
 # --- a hub subprocess ------------------------------------------------------------------
 
 _LISTENING = re.compile(r"listening on (https?://\S+):(\d+) \(agents: (wss?://\S+)\)")

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from tests.integration.helpers import WsAgent
+from tests.integration.helpers import WsAgent, work_through
 
 WORK_S = 0.2
 URGENT_PER_S = 10
@@ -92,21 +92,5 @@ def test_with_strict_lanes_a_low_task_waits_until_the_urgent_stream_ends(make_hu
     assert hub.task(low)["status"] == "queued"
     assert hub.task(low)["effective_priority"] == "low"
     # it goes only once every urgent task has been served
-    order = drain(agent, len(urgent) - len(before) + 1)
+    order = work_through(agent, len(urgent) - len(before) + 1)
     assert order[-1] == low
-
-
-def drain(agent: WsAgent, count: int) -> list[str]:
-    """Complete ``count`` more tasks at once; the order they came in."""
-    order = []
-    for _ in range(count):
-        assign = agent.recv("task_assign")
-        order.append(assign["task_id"])
-        agent.send(
-            {
-                "type": "task_complete",
-                "task_id": assign["task_id"],
-                "generation": assign["generation"],
-            }
-        )
-    return order

@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-from tests.integration.helpers import events
-
-
-def work_through(agent, count):
-    """Take and complete ``count`` tasks in the order the hub hands them out."""
-    order = []
-    for _ in range(count):
-        assign = agent.recv("task_assign")
-        order.append(assign["task_id"])
-        agent.send(
-            {
-                "type": "task_complete",
-                "task_id": assign["task_id"],
-                "generation": assign["generation"],
-            }
-        )
-        agent.recv("task_ack", task_id=assign["task_id"], status="complete")
-    return order
+from tests.integration.helpers import events, work_through
 
 
 def test_priority_first_then_first_in_first_out(hub):
