@@ -308,6 +308,13 @@ def _dead_letter_of(actor: pykka.Actor) -> Any:
     return (pykka.ActorDeadError, error, None)
 
 
+def asked_method(message: Any) -> str | None:
+    """The proxy method a message asks for (``submit``, ``send`` …), or None for a tell."""
+    if isinstance(message, pykka.messages.ProxyCall):
+        return message.attr_path[-1]
+    return None
+
+
 def tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
     """Tell, for senders to whom a stopped receiver no longer matters (timers, notices)."""
     try:

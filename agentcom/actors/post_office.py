@@ -43,11 +43,10 @@ from typing import Any
 
 import pykka
 import structlog
-from pykka.messages import ProxyCall
 
 from agentcom import compact_json
 from agentcom.actors.agent_fsm import AgentLink
-from agentcom.actors.base import StoreActor, tell_quietly
+from agentcom.actors.base import StoreActor, asked_method, tell_quietly
 from agentcom.clock import Clock, now_ms
 from agentcom.message_store import ChannelRow, MessageStore, StoredMessage
 from agentcom.messages import (
@@ -64,11 +63,10 @@ from agentcom.messages import (
 )
 from agentcom.store import open_messages_db
 from agentcom.timers import TimerHandle, Timers
+from agentcom.validation import MAX_HISTORY_PAGE
 
 log = structlog.get_logger(__name__)
 
-HISTORY_MAX_LIMIT = 200
-"""Most messages one ``/api/messages`` page holds (the edge checks it too)."""
 THREAD_MAX = 1_000
 """Most messages a thread or a replies answer holds (``"truncated": true`` when there
 were more): with 64 KiB payloads, ten times as many made one answer 625 MiB."""
@@ -82,10 +80,6 @@ SWEEP_MIN_MS = 10
 SWEEP_ROWS = 10_000
 """Most expired entries one sweep drops; the rest go at the next."""
 REPLAY_PAGE = 500
-
-
-def _is_ask(message: Any) -> bool:
-    return isinstance(message, ProxyCall)
 
 
 def _push_frame(message: StoredMessage, seq: int | None = None) -> dict[str, Any]:
@@ -217,7 +211,7 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         log.info("post_office_stopped")
 
     def _answer_when_full(self, message: Any, full: StorageFull) -> Any:
-        if not _is_ask(message):
+        if asked_method(message) is None:
             log.info("notice_dropped_storage_full", message=type(message).__name__)
             return None
         raise full
@@ -640,7 +634,7 @@ class PostOffice(StoreActor[MessageStore, _Out]):
     ) -> dict[str, Any]:
         """Messages the reader may see past ``cursor`` (exclusive), filtered, ascending
         by seq; ``since``/``until`` are timestamps (inclusive)."""
-        limit = max(0, min(limit, HISTORY_MAX_LIMIT))
+        limit = max(0, min(limit, MAX_HISTORY_PAGE))
         found: Sequence[StoredMessage] = []
         window = self._store.seq_range(since, until)
         if window is not None and limit:

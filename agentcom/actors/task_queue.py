@@ -45,9 +45,8 @@ from typing import Any
 
 import pykka
 import structlog
-from pykka.messages import ProxyCall
 
-from agentcom.actors.base import StoreActor
+from agentcom.actors.base import StoreActor, asked_method
 from agentcom.clock import Clock, now_ms
 from agentcom.matching import QueuedIndex, effective_priority
 from agentcom.messages import (
@@ -89,10 +88,6 @@ KEYS_PRUNED_PER_SWEEP = 1_000
 # scheduler must not see an error for a round that assigns nothing, and nobody
 # waits for the others (their work is redone by the sweep).
 _ANSWER_WHEN_FULL: dict[str, Any] = {"assign_next": [], "progress": None, "sweep": 0}
-
-
-def _method(message: Any) -> str | None:
-    return message.attr_path[-1] if isinstance(message, ProxyCall) else None
 
 
 def _visible(task: TaskRecord, visible_to: str | None) -> bool:
@@ -145,7 +140,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         if isinstance(message, AgentStopped):
             log.info("reclaim_deferred_storage_full", task_id=message.task_id)
             return None
-        if (method := _method(message)) in _ANSWER_WHEN_FULL:
+        if (method := asked_method(message)) in _ANSWER_WHEN_FULL:
             return _ANSWER_WHEN_FULL[method]
         raise full
 
