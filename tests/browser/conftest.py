@@ -26,6 +26,7 @@ import pytest
 from agentcom.config import HubConfig
 from agentcom.hub import HubThread
 from tests.integration.helpers import ClientLoop, Reply, WsAgent, http
+from tests.unavailable import unavailable
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -59,26 +60,20 @@ def _which(env_var: str, *names: str) -> str | None:
     return None
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def chromium_paths() -> tuple[str, str]:
     """(chromium, chromedriver), or a skip (a failure under CI=true) saying what is missing."""
     try:
         import selenium  # noqa: F401
     except ImportError:
-        _unavailable("the selenium package is not installed (pip install '.[test]')")
+        unavailable("the selenium package is not installed (pip install '.[test]')")
     chromium = _which("AGENTCOM_CHROMIUM", "chromium", "chromium-browser", "google-chrome")
     driver = _which("AGENTCOM_CHROMEDRIVER", "chromedriver")
     missing = [
         name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path
     ]
     if missing:
-        _unavailable(
+        unavailable(
             f"no {' or '.join(missing)} on this machine"
             " (apt-get install -y chromium chromium-driver)"
         )
