@@ -77,6 +77,14 @@ class _Lane:
                 self._file(needs)
         heapq.heappush(group, (seq, task_id))
 
+    def remove(self, needs: frozenset[str], task_id: str) -> None:
+        group = self.groups[needs]
+        group[:] = [entry for entry in group if entry[1] != task_id]
+        if group:
+            heapq.heapify(group)
+        else:
+            self.drop(needs)
+
     def candidates(self, capabilities: frozenset[str]) -> Iterator[frozenset[str]]:
         """The needs of every group an agent with ``capabilities`` might serve:
         the group that needs nothing, and those filed under its capabilities."""
@@ -162,6 +170,13 @@ class QueuedIndex:
             return
         self._lanes[priority].add(frozenset(needs), seq, task_id)
         self._members.add(task_id)
+
+    def remove(self, task_id: str, priority: Priority, needs: Iterable[str]) -> None:
+        """Take a queued task out (it was cancelled); it costs the size of its group."""
+        if task_id not in self._members:
+            return
+        self._lanes[priority].remove(frozenset(needs), task_id)
+        self._members.discard(task_id)
 
     def match(self, agents: Sequence[IdleAgent], now: int = 0) -> list[tuple[str, str]]:
         """Pairs (task_id, agent_id), removing the matched tasks from the index;

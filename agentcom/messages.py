@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 QUEUE_TOPIC = "queue"  # TaskQueued: what the Scheduler listens to
 TASKS_TOPIC = "tasks"  # every other change to a task
-RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed: for the holder's FSM, through Presence
+RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed, TaskCancelled: for the holder's FSM, via Presence
 AGENTS_TOPIC = "agents"
 EVENTS_TOPIC = "events"  # HubEvent: every fact people watch (event stream, analytics, metrics)
 
@@ -49,6 +49,11 @@ class TaskStatus(StrEnum):
     ASSIGNED = "assigned"
     COMPLETED = "completed"
     DEAD_LETTER = "dead_letter"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED})
+"""Final statuses: nothing changes such a task but an operator's retry from the dead letter."""
 
 
 class ReclaimCause(StrEnum):
@@ -86,6 +91,14 @@ class StorageFull(TaskRefused):
     def __init__(self, detail: str = "database or disk is full") -> None:
         super().__init__("storage_full")
         self.detail = detail
+
+
+class TaskFinished(TaskRefused):
+    """A cancel of a task that is already completed, dead-lettered or cancelled."""
+
+    def __init__(self, status: TaskStatus) -> None:
+        super().__init__("task_finished")
+        self.status = status
 
 
 class IdempotencyKeyReused(TaskRefused):
@@ -206,6 +219,17 @@ class TaskReclaimed:
     agent_id: str
     generation: int
     cause: ReclaimCause
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCancelled:
+    """On RECLAIMS_TOPIC: a submitter or an admin cancelled an assigned task; the
+    holder's FSM must let go of it and tell the agent ``reason``."""
+
+    task_id: str
+    agent_id: str
+    generation: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,9 @@ class HubMetrics:
         self.dead_lettered = Counter(
             "agentcom_tasks_dead_lettered", "Tasks moved to the dead letter", registry=r
         )
+        self.cancelled = Counter(
+            "agentcom_tasks_cancelled", "Tasks cancelled by their submitter or an admin", registry=r
+        )
         self.requeued = Counter(
             "agentcom_tasks_requeued", "Tasks retried from the dead letter", registry=r
         )

@@ -233,6 +233,16 @@ RETENTION = (
     Field("mailbox_max", "integer", rule=_positive, rule_text="must be > 0"),
 )
 """``PUT /api/config/mailbox-retention``: either field or both (``retention_change``)."""
+CANCEL_REASON_MAX_CHARS = 1_000  # it goes into the history and the holder's frame
+CANCELLATION = (
+    Field(
+        "reason",
+        "string",
+        rule=_at_most(CANCEL_REASON_MAX_CHARS),
+        rule_text=f"must be 1 to {CANCEL_REASON_MAX_CHARS} characters",
+    ),
+)
+"""``POST /api/tasks/{id}/cancel``: the body is optional."""
 
 MESSAGING_FRAMES: dict[str, tuple[Field, ...]] = {
     "message": (_TO, _message_type("message_type"), _PAYLOAD, _REPLY_TO),

@@ -43,6 +43,7 @@ from agentcom.messages import (
     IdleDue,
     ReclaimCause,
     StorageFull,
+    TaskCancelled,
     TaskReclaimed,
     TaskRefused,
 )
@@ -225,7 +226,9 @@ class AgentFSM(HubActor):
                 if epoch == self._idle_epoch and self.state is FsmState.IDLE:
                     self._announce_idle()
             case TaskReclaimed(task_id, _, generation, cause):
-                self._taken_back(task_id, generation, cause)
+                self._taken_back(task_id, generation, cause.value)
+            case TaskCancelled(task_id, _, generation, reason):
+                self._taken_back(task_id, generation, reason)
             case ConnectionClosed(reason):
                 self.stop_reason = reason
                 self.stop()
@@ -340,12 +343,26 @@ class AgentFSM(HubActor):
             return
         self.flags.add(UNRESPONSIVE)
         self.log.warning("acceptance_timed_out", task_id=task_id, generation=generation)
+        self._tell_cancelled(task_id, ReclaimCause.ACCEPTANCE_TIMEOUT.value)
         self._finished(task_id)
 
-    def _taken_back(self, task_id: str, generation: int, cause: ReclaimCause) -> None:
+    def _taken_back(self, task_id: str, generation: int, reason: str) -> None:
+        """Reclaimed (stuck, overdue, acceptance timeout by the sweep) or cancelled."""
         if task_id == self.task_id and generation == self.generation:
-            self.log.warning("task_taken_back", task_id=task_id, cause=cause.value)
+            self.log.warning("task_taken_back", task_id=task_id, reason=reason)
+            self._tell_cancelled(task_id, reason)
             self._finished(task_id)
+
+    def _tell_cancelled(self, task_id: str, reason: str) -> None:
+        """Stop the agent spending time on work whose result would be refused."""
+        self.link.send(
+            {
+                "type": "task_cancelled",
+                "task_id": task_id,
+                "reason": reason,
+                "timestamp": self._clock(),
+            }
+        )
 
     # --- internals ----------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ EVENT_TYPES = (
     "task_rejected",
     "task_dead_letter",
     "task_requeued",
+    "task_cancelled",
     "agent_joined",
     "agent_left",
     "agent_state",

@@ -2,7 +2,7 @@
 
 Subscribed to ``EVENTS_TOPIC``; it moves the counters of ``HubMetrics``
 (submitted, assigned, completed, failed, reclaimed by cause, rejected,
-dead-lettered, requeued, messages sent by kind) and observes the two latency
+dead-lettered, cancelled, requeued, messages sent by kind) and observes the two latency
 histograms from the events' own timestamps:
 
 * assign latency: from ``task_queued`` (or the event that put the task back in
@@ -89,8 +89,8 @@ class Metrics(HubActor):
                 assigned_at = self._assigned_at.pop(task_id, None)
                 if assigned_at is not None:
                     m.completion_latency.observe(max(event.timestamp - assigned_at, 0) / 1000)
-        elif kind == "task_dead_letter":
-            m.dead_lettered.inc()
+        elif kind in ("task_dead_letter", "task_cancelled"):
+            (m.dead_lettered if kind == "task_dead_letter" else m.cancelled).inc()
             if task_id:
                 self._queued_at.pop(task_id, None)
                 self._assigned_at.pop(task_id, None)

@@ -5,8 +5,8 @@ It is the only place that maps an agent id to its live FSM, so it enforces
 is stopped (its task reclaimed with cause ``replaced``) before the new FSM
 starts and looks for a task still assigned to this agent. It watches every FSM
 it starts and forgets an agent when its FSM ends, and it passes each
-``TaskReclaimed`` to the FSM of the agent that held the task, which is how a
-sweep's reclaim reaches that FSM. Reads (lists for the API, ``list_agents``)
+``TaskReclaimed`` and ``TaskCancelled`` to the FSM of the agent that held the
+task, which is how a sweep's reclaim or a submitter's cancel reaches that FSM. Reads (lists for the API, ``list_agents``)
 ask the FSMs for their state at that moment.
 
 Every identified agent hears who joins, who leaves and whose status changes
@@ -39,6 +39,7 @@ from agentcom.messages import (
     AgentLeft,
     AgentStopped,
     HubEvent,
+    TaskCancelled,
     TaskReclaimed,
 )
 from agentcom.timers import Timers
@@ -163,9 +164,9 @@ class Presence(HubActor):
         return watchers if self._post_office_ref is None else (*watchers, self._post_office_ref)
 
     def on_receive(self, message: Any) -> None:
-        if isinstance(message, TaskReclaimed):
-            # Taken back by a sweep (or any path the FSM did not start): its FSM
-            # must stop holding it, or the agent would never get work again.
+        if isinstance(message, TaskReclaimed | TaskCancelled):
+            # Taken back by a sweep or a cancel (any path the FSM did not start):
+            # its FSM must stop holding it, or the agent would never get work again.
             holder = self._agents.get(message.agent_id)
             if holder is not None:
                 tell_quietly(holder.fsm_ref, message)

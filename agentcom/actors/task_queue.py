@@ -51,6 +51,7 @@ from agentcom.clock import Clock, now_ms
 from agentcom.matching import QueuedIndex, effective_priority
 from agentcom.messages import (
     EVENTS_TOPIC,
+    FINISHED_STATUSES,
     QUEUE_TOPIC,
     RECLAIMS_TOPIC,
     TASKS_TOPIC,
@@ -65,8 +66,10 @@ from agentcom.messages import (
     StorageFull,
     Submitted,
     TaskAssigned,
+    TaskCancelled,
     TaskCompleted,
     TaskDeadLettered,
+    TaskFinished,
     TaskQueued,
     TaskReclaimed,
     TaskRefused,
@@ -307,6 +310,63 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         return {"status": "requeued", "task_id": task_id, "priority": task.priority.lane}
 
     # --- the scheduler's side --------------------------------------------------------
+    def cancel(
+        self, task_id: str, cancelled_by: str, reason: str | None, submitted_by: str | None = None
+    ) -> dict[str, Any] | None:
+        """Make a queued or assigned task ``cancelled``, for good.
+
+        ``submitted_by`` (an agent token's id; None for an admin) must be the
+        task's submitter: None is returned for a task it cannot see, exactly as
+        for an unknown id, and ``TaskRefused("forbidden")`` for one it only
+        holds. A finished task raises ``TaskFinished``, nothing changed. The
+        holder of an assigned task hears of it through its FSM (``TaskCancelled``).
+        """
+        task = self._find(task_id)
+        if task is None or not _visible(task, submitted_by):
+            return None
+        if submitted_by is not None and task.submitted_by != submitted_by:
+            raise TaskRefused("forbidden")
+        if task.status in FINISHED_STATUSES:
+            raise TaskFinished(task.status)
+        now = self._clock()
+        previous, holder, generation = task.status, task.assigned_to, task.generation
+        if previous is TaskStatus.QUEUED:
+            self._queued.remove(task.id, task.priority, task.needed_capabilities)
+        self._move(task, TaskStatus.CANCELLED)
+        task.record(
+            "cancelled",
+            now,
+            cancelled_by=cancelled_by,
+            reason=reason,
+            previous_status=previous.value,
+            agent_id=holder,
+        )
+        # Like a dead-lettered task, it keeps its last holder in assigned_to.
+        task.assigned_at = task.accepted_at = None
+        task.updated_at = now
+        self._store.update(task)
+        self._forget(task, holder)
+        if holder is not None:
+            notice = TaskCancelled(task_id, holder, generation, reason or "cancelled")
+            self._publish(RECLAIMS_TOPIC, notice)
+        self._watched(
+            "task_cancelled",
+            task,
+            now,
+            agent_id=holder,
+            cancelled_by=cancelled_by,
+            reason=reason,
+            previous_status=previous.value,
+        )
+        log.info(
+            "task_cancelled",
+            task_id=task_id,
+            agent_id=holder,
+            cancelled_by=cancelled_by,
+            previous_status=previous.value,
+        )
+        return {"status": "cancelled", "task_id": task_id, "previous_status": previous.value}
+
 
     def assign_next(self, agents: Sequence[IdleAgent]) -> list[Assignment]:
         """Match queued tasks to ``agents`` (in preference order) and record each assignment."""

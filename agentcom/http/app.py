@@ -34,6 +34,7 @@ from agentcom.http.messaging import (
 )
 from agentcom.http.tasks import (
     DeadLetterHandler,
+    TaskCancelHandler,
     TaskHandler,
     TaskRetryHandler,
     TasksHandler,
@@ -58,6 +59,7 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         (r"/api/tasks/dead-letter", DeadLetterHandler, handler_args),
         (r"/api/tasks/([^/]+)", TaskHandler, handler_args),
         (r"/api/tasks/([^/]+)/retry", TaskRetryHandler, handler_args),
+        (r"/api/tasks/([^/]+)/cancel", TaskCancelHandler, handler_args),
         (r"/api/agents/([^/]+)/subscriptions", SubscriptionsHandler, handler_args),
         (r"/api/message", MessageHandler, handler_args),
         (r"/api/messages", MessagesHandler, handler_args),

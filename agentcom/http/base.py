@@ -118,11 +118,13 @@ class BaseHandler(tornado.web.RequestHandler):
             raise HttpError(403, "forbidden")  # a viewer: every route that may change state
         return info
 
-    def json_body(self, shape: tuple[Field, ...]) -> Mapping[str, Any]:
+    def json_body(self, shape: tuple[Field, ...], *, optional: bool = False) -> Mapping[str, Any]:
+        """The body, checked against ``shape``; with ``optional``, no body reads as ``{}``."""
         if self._body_too_large:
             raise HttpError(413, "body_too_large", limit_bytes=MAX_MESSAGE_BYTES)
+        empty = b"{}" if optional else b"null"
         try:
-            body = json_input.loads(bytes(self._body) or b"null")
+            body = json_input.loads(bytes(self._body) or empty)
         except json_input.JsonRefused as refused:
             raise HttpError(400, str(refused)) from None
         try:

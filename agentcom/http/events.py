@@ -49,7 +49,7 @@ PING_INTERVAL_S = 15.0
 SEND_BUFFER_BYTES = 128 * 1024
 """The kernel's send buffer on a stream socket: small, so a client that stops
 reading shows as a growing queue soon, not after megabytes."""
-END_TYPES = frozenset({"task_completed", "task_dead_letter"})
+END_TYPES = frozenset({"task_completed", "task_dead_letter", "task_cancelled"})
 _TASK_ID_MAX_CHARS = 64
 
 
@@ -252,7 +252,8 @@ class EventHub:
     # --- waiters (?wait=) -----------------------------------------------------------------
 
     def wait_for_end(self, task_id: str) -> asyncio.Future[str]:
-        """A future set to the event type when ``task_id`` completes or is dead-lettered."""
+        """A future set to the event type when ``task_id`` completes, is dead-lettered or
+        is cancelled."""
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, set()).add(waiter)
         return waiter

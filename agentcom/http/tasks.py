@@ -1,4 +1,4 @@
-"""Task routes: submit, read, list, stats, dead letter, retry.
+"""Task routes: submit, read, list, stats, dead letter, retry, cancel.
 
 Every query value and the ``Idempotency-Key`` header are checked
 (``validation``) before TaskQueue is asked anything. An ``agent`` token reads
@@ -15,8 +15,17 @@ import contextlib
 from typing import Any
 
 from agentcom.http.base import BaseHandler, HttpError
-from agentcom.messages import IdempotencyKeyReused, Priority, Submitted, TaskSpec
+from agentcom.messages import (
+    FINISHED_STATUSES,
+    IdempotencyKeyReused,
+    Priority,
+    Submitted,
+    TaskFinished,
+    TaskRefused,
+    TaskSpec,
+)
 from agentcom.validation import (
+    CANCELLATION,
     TASK_SUBMISSION,
     Invalid,
     TaskListQuery,
@@ -25,8 +34,6 @@ from agentcom.validation import (
     task_list_query,
     wait_query,
 )
-
-_ENDED = ("completed", "dead_letter")
 
 
 class TasksHandler(BaseHandler):
@@ -103,7 +110,7 @@ class DeadLetterHandler(BaseHandler):
 
 class TaskHandler(BaseHandler):
     """``GET /api/tasks/{id}``, and with ``?wait=S`` (0 < S <= 60) a long poll: the
-    answer comes once the task is completed or dead-lettered, or after S seconds.
+    answer comes once the task is completed, dead-lettered or cancelled, or after S seconds.
 
     The waiter is registered with the EventHub before the task is read, so an
     end that lands in between is not missed; it is one future, not a thread.
@@ -125,7 +132,7 @@ class TaskHandler(BaseHandler):
         self._waiter = events.wait_for_end(task_id)
         try:
             task = await self._read(task_id, reader.task_scope)
-            if task["status"] not in _ENDED:
+            if task["status"] not in FINISHED_STATUSES:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(self._waiter), wait_s)
                 if self._gone:
@@ -155,3 +162,28 @@ class TaskRetryHandler(BaseHandler):
         if requeued is None:
             raise HttpError(404, "dead_letter_task_not_found")
         self.send_json(requeued)
+
+
+class TaskCancelHandler(BaseHandler):
+    """``POST /api/tasks/{id}/cancel``: its submitter or an admin calls a task off."""
+
+    async def post(self, task_id: str) -> None:
+        caller = await self.authenticate()
+        body = self.json_body(CANCELLATION, optional=True)
+        submitter = None if caller.role == "admin" else caller.agent_id
+        request = self.services.task_queue.cancel(
+            task_id, caller.agent_id, body.get("reason"), submitter
+        )
+        try:
+            cancelled = await self.ask(request)
+        except TaskFinished as finished:
+            # Not an HttpError: its ``status`` keyword is the HTTP status.
+            self.send_json({"error": "task_finished", "status": finished.status.value}, 409)
+            return
+        except TaskRefused as refused:
+            if refused.reason != "forbidden":
+                raise
+            raise HttpError(403, "forbidden") from None
+        if cancelled is None:
+            raise HttpError(404, "task_not_found")
+        self.send_json(cancelled)

@@ -194,3 +194,17 @@ def test_matching_agrees_with_the_rule_on_random_queues() -> None:
             assert index.match(agents) == reference_match(queued, agents)
             assert len(index) == len(queued)
             assert index.group_count == len({(p, needs) for _, p, needs in queued.values()})
+
+
+def test_a_removed_task_is_never_matched_and_its_emptied_group_goes() -> None:
+    index = QueuedIndex()
+    index.add("keep", 1, Priority.NORMAL, ())
+    index.add("gone", 2, Priority.HIGH, ("gpu",))
+    index.add("gone-too", 3, Priority.NORMAL, ())
+    index.remove("gone", Priority.HIGH, ("gpu",))
+    index.remove("gone-too", Priority.NORMAL, ())
+    index.remove("never-queued", Priority.LOW, ())  # nothing to do
+    assert "gone" not in index and len(index) == 1
+    assert index.group_count == 1
+
+    assert index.match([agent("a", "gpu"), agent("b", "gpu")]) == [("keep", "a")]

@@ -227,7 +227,7 @@ def test_stats_count_dead_letter_only_there(task_queue: Any) -> None:
     task_queue.fail(dead, "a2", 1, "x").get(timeout=5)
 
     stats = task_queue.stats().get(timeout=5)
-    assert stats["by_status"] == {"queued": 0, "assigned": 1, "completed": 0}
+    assert stats["by_status"] == {"queued": 0, "assigned": 1, "completed": 0, "cancelled": 0}
     assert stats["by_priority"] == {"urgent": 1, "high": 0, "normal": 0, "low": 0}
     assert stats["dead_letter"] == 1
 
@@ -314,3 +314,23 @@ def test_a_message_that_fails_half_way_leaves_memory_as_the_store_has_it(
     assert task_queue.stats().get(timeout=5)["by_status"]["assigned"] == 1
     task_queue.complete(task_id, "a1", assignment.generation, {"ok": 1}, None).get(timeout=5)
     assert task_queue.get(task_id).get(timeout=5)["status"] == "completed"
+
+
+def test_a_cancelled_queued_task_leaves_its_lane(task_queue: Any) -> None:
+    doomed = submit(task_queue, "doomed", priority=Priority.HIGH)
+    kept = submit(task_queue, "kept")
+    reply = task_queue.cancel(doomed, "tester", "no longer needed").get(timeout=5)
+    assert reply == {"status": "cancelled", "task_id": doomed, "previous_status": "queued"}
+
+    assert assign(task_queue).task_id == kept
+    assert task_queue.assign_next([IdleAgent("a2", frozenset())]).get(timeout=5) == []
+    assert task_queue.stats().get(timeout=5)["by_status"]["cancelled"] == 1
+
+
+def test_a_cancelled_assignment_is_fenced_and_released(task_queue: Any) -> None:
+    task_id = submit(task_queue)
+    assignment = assign(task_queue)
+    task_queue.cancel(task_id, "tester", None).get(timeout=5)
+    with pytest.raises(TaskRefused, match="not_assigned"):
+        task_queue.complete(task_id, "a1", assignment.generation, None, None).get(timeout=5)
+    assert task_queue.held_by("a1").get(timeout=5) is None
