@@ -1,4 +1,4 @@
-"""``python -m agentcom``: the token command line (see ``agentcom.cli``)."""
+"""``python -m agentcom``: the command line, as the ``agentcom`` script (see ``agentcom.cli``)."""
 
 import sys
 

@@ -1,11 +1,12 @@
-"""Where the command line finds the hub and its token.
+"""Where the command line finds the hub, its token, and whose mailbox to read.
 
 Each comes from the first of: the flag (``--hub``, ``--token``), the
-environment (``AGENTCOM_HUB``, ``AGENTCOM_TOKEN``), the config file, and for
-the hub ``http://127.0.0.1:4000``. The config file is TOML:
+environment (``AGENTCOM_HUB``, ``AGENTCOM_TOKEN``, ``AGENTCOM_AGENT``), the
+config file, and for the hub ``http://127.0.0.1:4000``. The config file is TOML:
 
     hub = "https://hub.example.com"
     token = "…64 hex characters…"
+    agent = "alice"          # the token's agent: ``agentcom mailbox`` reads its mailbox
 
 read from ``--config PATH``, else ``$AGENTCOM_CONFIG``, else
 ``$XDG_CONFIG_HOME/agentcom/client.toml`` (``~/.config/agentcom/client.toml``).
@@ -33,6 +34,7 @@ class ConfigError(Exception):
 class Settings:
     hub: str
     token: str | None
+    agent: str | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -56,6 +58,7 @@ def resolve(
     return Settings(
         hub=(hub or env.get("AGENTCOM_HUB") or values.get("hub") or DEFAULT_HUB).rstrip("/"),
         token=token or env.get("AGENTCOM_TOKEN") or values.get("token"),
+        agent=env.get("AGENTCOM_AGENT") or values.get("agent"),
         warnings=tuple(warnings),
     )
 
@@ -68,7 +71,7 @@ def _read(path: Path) -> dict[str, str]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values: dict[str, str] = {}
-    for key in ("hub", "token"):
+    for key in ("hub", "token", "agent"):
         if key in data:
             if not isinstance(data[key], str):
                 raise ConfigError(f"config file {path}: {key} must be a string")
