@@ -70,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_runner(config: WorkerConfig) -> Runner:
     if config.exec_command is not None:
-        return ExecRunner(config.exec_command, config.workdir, config.task_timeout, config.pass_env)
+        return ExecRunner(
+            config.exec_command,
+            config.workdir,
+            config.task_timeout,
+            config.pass_env,
+            config.kill_grace,
+        )
     assert config.wake_command is not None and config.results_dir is not None
     return ResultsDirRunner(
         config.wake_command,
@@ -78,6 +84,7 @@ def build_runner(config: WorkerConfig) -> Runner:
         config.workdir,
         config.task_timeout,
         config.pass_env,
+        config.kill_grace,
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentcom.worker.environment import PASSED_ENV, PASSED_ENV_PREFIX, WORKER_ENV_PREFIX
+from agentcom.worker.process import KILL_GRACE_SECONDS
 from agentcom.worker.sidecar import check_wake_command
 
 ENV_PREFIX = WORKER_ENV_PREFIX
@@ -59,6 +60,7 @@ class WorkerConfig:
     state_dir: Path
     task_timeout: float | None  # None: no per-task limit from the worker
     drain_timeout: float
+    kill_grace: float
     progress_interval: float
     ping_interval: float
     log_format: str
@@ -299,6 +301,16 @@ OPTIONS: tuple[_Option, ...] = (
         default=30.0,
     ),
     _Option(
+        "--kill-grace",
+        "kill_grace",
+        _seconds,
+        "when the worker ends a command (the hub cancelled or took back its task, the task "
+        "timed out, or the drain timeout ran out), seconds between SIGTERM to its process "
+        "group and SIGKILL to whatever is still alive (default: 5)",
+        "SECONDS",
+        default=KILL_GRACE_SECONDS,
+    ),
+    _Option(
         "--progress-interval",
         "progress_interval",
         _positive_seconds,
@@ -366,6 +378,11 @@ flag names with underscores, e.g. task_timeout = 600, capabilities =
 Signals: SIGTERM or SIGINT stops taking tasks, lets the running task finish for
 up to --drain-timeout seconds, then kills it and hands it back to the hub; a
 second signal skips the wait. The worker then exits 0.
+
+Cancellation: when the hub cancels the running task (or takes it back while
+the worker is connected), the worker ends the command's process group
+(SIGTERM, SIGKILL after --kill-grace), or stops waiting for the agent's
+result file, reports nothing for that task, and takes the next one.
 
 Transport: wss:// verifies the hub's certificate against the system's CAs;
 for a hub whose certificate comes from a private CA, set SSL_CERT_FILE to a

@@ -3,9 +3,12 @@
 Every command runs in a new session, so it leads a process group of its own
 that holds everything it starts (an agent CLI, its tools, a background job).
 Ending a task signals that whole group: SIGTERM first, so an agent can save its
-work, then SIGKILL for whatever is still alive after a grace period. Signalling
-only the shell would leave its children running, holding pipes and burning
-tokens for a task the hub has given to someone else.
+work, then SIGKILL for whatever is still alive after a grace period
+(`--kill-grace`). Signalling only the shell would leave its children running,
+holding pipes and burning tokens for a task the hub has given to someone else
+or cancelled. A wait for the grace that is itself interrupted (the task was
+cancelled while its group was being ended after the command exited) kills the
+group at once: nobody will come back to finish the wait.
 
 A group outlives a worker killed with SIGKILL, so the state file records it
 (`CommandGroup`) and the next worker ends it before running the task again.
@@ -23,7 +26,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-KILL_GRACE_SECONDS = 5.0
+import structlog
+
+log = structlog.get_logger(__name__)
+
+KILL_GRACE_SECONDS = 5.0  # the default of --kill-grace
 _POLL_SECONDS = 0.05
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -69,27 +76,58 @@ def group_is_alive(pgid: int) -> bool:
     if not proc.is_dir():
         return True
     for stat in proc.glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses
-            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # the process ended while the directory was being read
-        if int(pgrp) == pgid and state != "Z":
+        status = _process_status(stat)
+        if status is not None and status[1] == pgid and status[0] != "Z":
             return True
     return False
 
 
-async def end_process_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM the group; SIGKILL what is left after `grace` seconds."""
+def process_state(pid: int) -> str | None:
+    """The process's state letter from /proc ("S", "R", "Z" for a zombie...), None if gone."""
+    status = _process_status(Path(f"/proc/{pid}/stat"))
+    return status[0] if status is not None else None
+
+
+def _process_status(stat: Path) -> tuple[str, int] | None:
+    """State letter and process group from a /proc/PID/stat file; None if it is gone."""
+    try:
+        # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses
+        state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+    except (OSError, ValueError):
+        return None  # the process ended while its file was being read
+    return state, int(pgrp)
+
+
+async def end_process_group(
+    pgid: int,
+    grace: float = KILL_GRACE_SECONDS,
+    group_log: structlog.typing.FilteringBoundLogger = log,
+) -> None:
+    """SIGTERM the group; SIGKILL what is left after `grace` seconds, or at once if cancelled.
+
+    group_log: the caller's logger, so the signals are logged with its task id.
+    """
     if not group_is_alive(pgid):
         return
+    group_log.info("process_group_signalled", pgid=pgid, signal="SIGTERM", grace_s=grace)
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while group_is_alive(pgid):
-        if time.monotonic() >= deadline:
+    try:
+        while group_is_alive(pgid):
+            if time.monotonic() >= deadline:
+                group_log.warning("process_group_signalled", pgid=pgid, signal="SIGKILL")
+                _signal_group(pgid, signal.SIGKILL)
+                return
+            await asyncio.sleep(_POLL_SECONDS)
+    except asyncio.CancelledError:
+        # Whoever waited has stopped waiting and will not come back to send the
+        # SIGKILL; without it, a process that ignores SIGTERM would outlive its task.
+        if group_is_alive(pgid):
+            group_log.warning(
+                "process_group_signalled", pgid=pgid, signal="SIGKILL", why="wait_cancelled"
+            )
             _signal_group(pgid, signal.SIGKILL)
-            return
-        await asyncio.sleep(_POLL_SECONDS)
+        raise
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

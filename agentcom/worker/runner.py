@@ -4,8 +4,10 @@ A runner turns an assignment into an outcome and nothing else: it neither
 talks to the hub nor touches the state file. It enforces the task's time
 limit (the shorter of `--task-timeout` and the assignment's `complete_by`) by
 ending the command's whole process group and returning a failure; when the
-worker cancels it (the task was reassigned, or the drain timeout ran out) it
-ends the group the same way before the cancellation goes on.
+worker cancels it (the hub cancelled or reassigned the task, or the drain
+timeout ran out) it ends the group the same way before the cancellation goes
+on; cancelled while it ends what the command left behind after exiting, it
+kills that at once (see `process.end_process_group`).
 
 `ExecRunner` runs `--exec` once per task through the shell, with the task in
 environment variables (and only the allowed part of the worker's own, see
@@ -27,7 +29,7 @@ import structlog
 from agentcom.worker.assignment import Assignment
 from agentcom.worker.environment import command_environment
 from agentcom.worker.outcome import Failed, Outcome, failed_with_stderr, outcome_of_exit
-from agentcom.worker.process import OutputTail, end_process_group
+from agentcom.worker.process import KILL_GRACE_SECONDS, OutputTail, end_process_group
 
 log = structlog.get_logger(__name__)
 
@@ -97,11 +99,13 @@ class ExecRunner:
         workdir: Path,
         task_timeout: float | None,
         pass_env: tuple[str, ...] = (),
+        kill_grace: float = KILL_GRACE_SECONDS,
     ) -> None:
         self._command = command
         self._workdir = workdir
         self._task_timeout = task_timeout
         self._pass_env = pass_env
+        self._kill_grace = kill_grace
 
     async def run(self, assignment: Assignment, *, resume: bool, hooks: RunHooks) -> Outcome:
         # A command leaves nothing to resume from, so `resume` changes nothing here.
@@ -149,11 +153,14 @@ class ExecRunner:
         except asyncio.CancelledError:
             task_log.info("command_cancelled", pid=process.pid)
             readers.cancel()
-            await end_process_group(process.pid)
+            await end_process_group(process.pid, self._kill_grace, task_log)
             await process.wait()
+            # Collected, or asyncio prints the readers' CancelledError as unretrieved.
+            await asyncio.gather(readers, return_exceptions=True)
             raise
         # Also after a normal exit: background jobs the command left behind go too.
-        await end_process_group(process.pid)
+        # Cancelled meanwhile, end_process_group kills them at once before it gives way.
+        await end_process_group(process.pid, self._kill_grace, task_log)
         await process.wait()
         try:
             await asyncio.wait_for(readers, OUTPUT_DRAIN_SECONDS)

@@ -17,7 +17,9 @@ the hub's shape (see `assignment`); a command that still holds
 (`check_wake_command`), since it was written to have them pasted.
 
 The wake command may leave the agent running, so a finished task does not end
-its process group; a timeout or a cancellation does. Nor is the group
+its process group; a timeout or a cancellation does (the worker's, or the
+hub's `task_cancelled`: the worker then stops watching for the result and
+ends the group, with whatever agent it started, if it is still running). Nor is the group
 recorded for a restarted worker to end: an agent that outlived a crashed
 worker may still write its result, and the restarted worker takes it. The
 wake command's output goes to `RESULTS_DIR/TASK_ID.wake.log`, a file rather
@@ -50,7 +52,7 @@ from agentcom.worker.outcome import (
     failed_with_stderr,
     outcome_of_result_document,
 )
-from agentcom.worker.process import end_process_group
+from agentcom.worker.process import KILL_GRACE_SECONDS, end_process_group
 from agentcom.worker.runner import RunHooks, TimeLimit
 
 log = structlog.get_logger(__name__)
@@ -138,12 +140,14 @@ class ResultsDirRunner:
         workdir: Path,
         task_timeout: float | None,
         pass_env: tuple[str, ...] = (),
+        kill_grace: float = KILL_GRACE_SECONDS,
     ) -> None:
         self._wake_command = check_wake_command(wake_command)
         self._results_dir = results_dir
         self._workdir = workdir
         self._task_timeout = task_timeout
         self._pass_env = pass_env
+        self._kill_grace = kill_grace
 
     async def run(self, assignment: Assignment, *, resume: bool, hooks: RunHooks) -> Outcome:
         task_log = log.bind(task_id=assignment.task_id)
@@ -180,9 +184,12 @@ class ResultsDirRunner:
             assert limit is not None
             task_log.warning("task_timed_out", time_limit_s=limit.seconds)
             return limit.exceeded(files.wake_output_tail())
+        except asyncio.CancelledError:
+            task_log.info("result_wait_cancelled", wake_pid=wake.pid if wake else None)
+            raise
         finally:
             if ended_early and wake is not None:
-                await end_process_group(wake.pid)
+                await end_process_group(wake.pid, self._kill_grace, task_log)
                 wake.poll()
             files.remove_signals()
 

@@ -30,13 +30,15 @@ def test_defaults_fill_what_nobody_set() -> None:
         30.0,
         30.0,
     )
+    assert config.kill_grace == 5.0
     assert (config.log_format, config.log_level) == ("console", "info")
 
 
 def test_flag_beats_env_beats_file(tmp_path: Path) -> None:
     config_file = tmp_path / "worker.toml"
     config_file.write_text(
-        'task_timeout = 10\ndrain_timeout = 11\nprogress_interval = 12\nexec = "true"\n'
+        "task_timeout = 10\ndrain_timeout = 11\nprogress_interval = 12\nkill_grace = 13\n"
+        'exec = "true"\n'
     )
     environ = {
         "AGENTCOM_WORKER_CONFIG": str(config_file),
@@ -47,6 +49,7 @@ def test_flag_beats_env_beats_file(tmp_path: Path) -> None:
     config = load_config([*REQUIRED, "--task-timeout", "30"], environ)
 
     assert (config.task_timeout, config.drain_timeout, config.progress_interval) == (30, 21, 12)
+    assert config.kill_grace == 13
     assert config.exec_command == "true"
 
 
@@ -98,6 +101,7 @@ def test_capabilities_from_a_comma_list() -> None:
             "AGENTCOM_WORKER_PROGRESS_INTERVAL: expected a number of seconds > 0",
         ),
         ([*REQUIRED, "--exec", "a", "--log-format", "xml"], {}, "expected one of console, json"),
+        ([*REQUIRED, "--exec", "a", "--kill-grace", "-1"], {}, "--kill-grace: expected a number"),
         (["--hub", "http://hub", "--agent-id", "a", "--token", "t", "--exec", "a"], {}, "ws://"),
         ([*REQUIRED, "--exec", "a", "--workdir", "/nonexistent/dir"], {}, "not a directory"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import subprocess
 import time
@@ -117,6 +118,28 @@ def test_cancelling_the_run_ends_the_command(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
     assert not group_is_alive(recorder.groups[0])
+
+
+def test_a_cancelled_run_leaves_no_unretrieved_error_for_asyncio_to_print(tmp_path: Path) -> None:
+    recorder = Recorder()
+    unhandled: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: unhandled.append(context)
+        )
+        runner = ExecRunner("sleep 30", tmp_path, None)
+        task = asyncio.create_task(runner.run(assignment(), resume=False, hooks=recorder.hooks))
+        while not recorder.groups:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gc.collect()  # a future whose error nobody retrieved reports it when collected
+
+    asyncio.run(scenario())
+
+    assert [context["message"] for context in unhandled] == []
 
 
 def test_a_past_complete_by_fails_without_running(tmp_path: Path) -> None:
