@@ -19,6 +19,17 @@ two decisions interleave. The rules:
   nothing is reported until the hub answers. `task_continue`: adopt its
   generation, then report the outcome if there is one, else keep the command
   running, else run it. `task_reassign`: end the command, forget the task.
+- `task_cancelled` for the held task (the hub cancelled it, or took it back
+  from us while we are connected: stuck, overdue, acceptance_timeout): end
+  the command (SIGTERM to its group, SIGKILL after `--kill-grace`), report
+  nothing, forget the task; the hub counts us idle again and offers the next
+  one. For any other task id (stale, or one already finished): log, ignore.
+  Whichever of the command's end and the cancel is handled first wins, as
+  events are handled one at a time: a cancel handled first leaves nothing to
+  report, even if the command had just exited (its run is cancelled before it
+  yields an outcome, and any outcome it queued is dropped with the run); an
+  outcome handled first was sent before the worker knew of the cancel, and
+  the hub settles it (done if it came before the cancel, else refused).
 - The command ends: the outcome goes to the state file, then to the hub under
   the held generation, once per connection. The task is forgotten when the hub
   acknowledges the outcome or refuses it (such as `stale_generation`). A
@@ -55,12 +66,7 @@ from agentcom.worker.connection import (
     open_connection,
 )
 from agentcom.worker.outcome import Completed, Failed, Outcome
-from agentcom.worker.process import (
-    KILL_GRACE_SECONDS,
-    CommandGroup,
-    end_process_group,
-    group_is_alive,
-)
+from agentcom.worker.process import CommandGroup, end_process_group, group_is_alive
 from agentcom.worker.runner import RunHooks, Runner
 from agentcom.worker.state import HeldTask, StateFile
 
@@ -219,7 +225,7 @@ class Worker:
                 log.warning(
                     "orphaned_command_ending", task_id=held.assignment.task_id, pgid=group.pgid
                 )
-                await end_process_group(group.pgid)
+                await end_process_group(group.pgid, self._config.kill_grace)
             held = replace(held, command_group=None)
             self._state.save(held)
         self._held = held
@@ -333,6 +339,8 @@ class Worker:
                 await self._on_continue(frame)
             case "task_reassign":
                 await self._on_reassign(frame)
+            case "task_cancelled":
+                await self._on_cancelled(frame)
             case "task_ack":
                 self._on_ack(frame)
             case "error":
@@ -387,6 +395,23 @@ class Worker:
             log.warning("task_reassign_unexpected", task_id=frame.get("task_id"))
             return
         await self._drop("reassigned")
+
+    async def _on_cancelled(self, frame: dict[str, Any]) -> None:
+        task_id = frame.get("task_id")
+        cancel_log = log.bind(task_id=task_id, reason=frame.get("reason"))
+        if self._held is None or self._held.assignment.task_id != task_id:
+            # Sent before the hub saw our report, or about a task we never had:
+            # whatever we hold now is not concerned.
+            cancel_log.info("task_cancelled_ignored", held_task_id=self._held_task_id())
+            return
+        cancel_log.info(
+            "task_cancelled",
+            command_running=self._run is not None,
+            outcome_known=self._held.outcome is not None,
+        )
+        # The hub refuses any report for the task from now on (not_assigned), so
+        # none is sent, and an outcome known but unacknowledged goes with the task.
+        await self._drop("cancelled")
 
     def _on_ack(self, frame: dict[str, Any]) -> None:
         task_id, status = frame.get("task_id"), frame.get("status")
@@ -558,7 +583,7 @@ class Worker:
         )
         drain = self._config.drain_timeout
         self._after(drain, DrainTimedOut())
-        self._after(drain + KILL_GRACE_SECONDS + FINAL_ACK_SECONDS, GiveUpDue())
+        self._after(drain + self._config.kill_grace + FINAL_ACK_SECONDS, GiveUpDue())
 
     async def _on_drain_timed_out(self) -> None:
         if self._run is None:

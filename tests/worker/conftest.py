@@ -17,6 +17,7 @@ import pytest
 from agentcom.hub import HubThread
 from agentcom.worker.process import group_is_alive
 from tests.worker.harness import Hubs, Workers, runs
+from tests.worker.scripted_hub import ScriptedHub
 
 
 @pytest.fixture
@@ -38,6 +39,12 @@ def hubs(tmp_path: Path) -> Iterator[Hubs]:
 @pytest.fixture
 def hub(hubs: Hubs) -> HubThread:
     return hubs.start()
+
+
+@pytest.fixture
+def scripted_hub() -> Iterator[ScriptedHub]:
+    with ScriptedHub() as hub:
+        yield hub
 
 
 @pytest.fixture

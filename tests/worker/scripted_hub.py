@@ -24,6 +24,21 @@ from tornado.netutil import bind_sockets
 
 # Frames a worker sends on its own schedule; a script waits past them.
 UNSCRIPTED = frozenset({"task_progress"})
+# Task ids of the hub's shape; the worker refuses any other.
+TASK_A, TASK_B, TASK_C = (f"task-{n:016x}" for n in (0xA, 0xB, 0xC))
+
+
+def assign(task_id: object, generation: int = 1) -> dict[str, object]:
+    """A task_assign frame as the hub sends it."""
+    return {
+        "type": "task_assign",
+        "task_id": task_id,
+        "description": f"do {task_id}",
+        "metadata": {},
+        "generation": generation,
+        "assigned_at": 1_700_000_000_000,
+        "complete_by": None,
+    }
 
 
 class _Socket(tornado.websocket.WebSocketHandler):
@@ -84,6 +99,13 @@ class ScriptedHub:
         assert frame["type"] == frame_type, frame
         assert {key: frame.get(key) for key in fields} == fields, frame
         return frame
+
+    def unread(self) -> list[dict[str, Any]]:
+        """Every frame received that no `expect` has taken yet, progress included."""
+        frames = []
+        while not self.received.empty():
+            frames.append(self.received.get_nowait())
+        return frames
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentcom.worker.process import group_is_alive
 from tests.worker.harness import HELD_COMMAND, Workers, runs, wait_for_runs
-from tests.worker.scripted_hub import ScriptedHub
-
-# Task ids of the hub's shape; the worker refuses any other.
-TASK_A, TASK_B, TASK_C = (f"task-{n:016x}" for n in (0xA, 0xB, 0xC))
-
-
-@pytest.fixture
-def scripted_hub() -> Iterator[ScriptedHub]:
-    with ScriptedHub() as hub:
-        yield hub
-
-
-def assign(task_id: object, generation: int = 1) -> dict[str, object]:
-    return {
-        "type": "task_assign",
-        "task_id": task_id,
-        "description": f"do {task_id}",
-        "metadata": {},
-        "generation": generation,
-        "assigned_at": 1_700_000_000_000,
-        "complete_by": None,
-    }
+from tests.worker.scripted_hub import TASK_A, TASK_B, TASK_C, ScriptedHub, assign
 
 
 def test_second_assignment_while_busy_is_rejected_busy(

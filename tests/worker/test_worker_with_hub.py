@@ -131,28 +131,6 @@ def test_progress_keeps_a_long_task_from_being_swept_as_stuck(hubs: Hubs, worker
     assert task["generation"] == 1
 
 
-def test_work_offered_while_busy_is_rejected_busy(
-    hubs: Hubs, workers: Workers, tmp_path: Path
-) -> None:
-    # Without progress the hub takes the first task back as stuck, and then
-    # offers work to the agent while its command still runs.
-    hub = hubs.start(stuck_threshold_ms=300, sweep_interval_ms=50)
-    token = hub.create_token("alice")
-    workers.start(hub.ws_url, token, progress_interval=60, exec=HELD_COMMAND)
-    slow = submit(hub, token, "slow")
-    wait_for_runs(tmp_path, 1)
-    urgent = submit(hub, token, "urgent", priority="urgent")
-
-    wait_until(lambda: events_of(task_of(hub, urgent), "rejected") != [], what="a rejection")
-    (tmp_path / "release").touch()
-    wait_for_status(hub, urgent, "completed")
-    slow_task = wait_for_status(hub, slow, "completed")
-
-    rejections = events_of(task_of(hub, urgent), "rejected")
-    assert {entry["details"]["reason"] for entry in rejections} == {"busy"}
-    assert len(events_of(slow_task, "completed")) == 1
-
-
 def test_killed_worker_ends_its_orphan_and_continues_the_task_after_restart(
     hubs: Hubs, workers: Workers, tmp_path: Path
 ) -> None:
