@@ -126,6 +126,41 @@ TASK_SUBMISSION = (
     Field("complete_by", "integer", rule=lambda n: n >= 0, rule_text="must be a ms timestamp"),
 )
 
+MAX_BATCH_TASKS = 1_000
+TASK_BATCH = (
+    Field(
+        "tasks",
+        "list",
+        required=True,
+        rule=lambda tasks: 0 < len(tasks) <= MAX_BATCH_TASKS,
+        rule_text=f"must hold 1 to {MAX_BATCH_TASKS} tasks",
+    ),
+)
+"""``POST /api/tasks/batch``; then each element is checked as ``TASK_SUBMISSION``
+(``batch_elements``)."""
+
+
+def batch_elements(tasks: list[Any]) -> list[Mapping[str, Any]]:
+    """Every element of a batch as a checked submission; the first bad one is refused
+    with its index, so that nothing of the batch is queued."""
+    checked = []
+    for index, task in enumerate(tasks):
+        try:
+            checked.append(check(TASK_SUBMISSION, task))
+        except Invalid as invalid:
+            raise BatchElementInvalid(index, invalid) from None
+    return checked
+
+
+class BatchElementInvalid(Invalid):
+    """``str()`` names the element: ``invalid_field: tasks[3]: priority must be …``."""
+
+    def __init__(self, index: int, invalid: Invalid) -> None:
+        code, _, detail = str(invalid).partition(": ")
+        super().__init__(code, f"tasks[{index}]: {detail}" if detail else f"tasks[{index}]")
+        self.index = index
+
+
 TOKEN_REQUEST = (
     Field(
         "agent_id",

@@ -189,6 +189,12 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         return self._submit(spec, self._clock())
 
     def submit_once(self, spec: TaskSpec, key: str) -> Submitted:
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
+        """Queue every task of a batch, in order, in this one message: one savepoint,
+        so all of them are committed or none."""
+        now = self._clock()
+        return [self._submit(spec, now) for spec in specs]
+
         """Submit, unless ``spec.submitted_by`` used ``key`` within the key's lifetime.
 
         Then the answer is that first submission's reply, and nothing is queued;
@@ -309,7 +315,6 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         log.info("task_requeued", task_id=task_id)
         return {"status": "requeued", "task_id": task_id, "priority": task.priority.lane}
 
-    # --- the scheduler's side --------------------------------------------------------
     def cancel(
         self, task_id: str, cancelled_by: str, reason: str | None, submitted_by: str | None = None
     ) -> dict[str, Any] | None:
@@ -368,6 +373,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         return {"status": "cancelled", "task_id": task_id, "previous_status": previous.value}
 
 
+    # --- the scheduler's side --------------------------------------------------------
     def assign_next(self, agents: Sequence[IdleAgent]) -> list[Assignment]:
         """Match queued tasks to ``agents`` (in preference order) and record each assignment."""
         if not self._queued or not agents:

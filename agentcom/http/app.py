@@ -34,6 +34,7 @@ from agentcom.http.messaging import (
 )
 from agentcom.http.tasks import (
     DeadLetterHandler,
+    TaskBatchHandler,
     TaskCancelHandler,
     TaskHandler,
     TaskRetryHandler,
@@ -56,6 +57,7 @@ def make_app(services: Services, sockets: SocketRegistry) -> tornado.web.Applica
         (r"/api/events", EventsHandler, handler_args),
         (r"/api/tasks", TasksHandler, handler_args),
         (r"/api/tasks/stats", TaskStatsHandler, handler_args),
+        (r"/api/tasks/batch", TaskBatchHandler, handler_args),
         (r"/api/tasks/dead-letter", DeadLetterHandler, handler_args),
         (r"/api/tasks/([^/]+)", TaskHandler, handler_args),
         (r"/api/tasks/([^/]+)/retry", TaskRetryHandler, handler_args),

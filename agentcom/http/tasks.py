@@ -1,4 +1,4 @@
-"""Task routes: submit, read, list, stats, dead letter, retry, cancel.
+"""Task routes: submit (one, or a batch), read, list, stats, dead letter, retry, cancel.
 
 Every query value and the ``Idempotency-Key`` header are checked
 (``validation``) before TaskQueue is asked anything. An ``agent`` token reads
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from agentcom.http.base import BaseHandler, HttpError
@@ -26,14 +27,30 @@ from agentcom.messages import (
 )
 from agentcom.validation import (
     CANCELLATION,
+    TASK_BATCH,
     TASK_SUBMISSION,
+    BatchElementInvalid,
     Invalid,
     TaskListQuery,
+    batch_elements,
     idempotency_key,
     page_query,
     task_list_query,
     wait_query,
 )
+
+
+def _spec(body: Mapping[str, Any], submitted_by: str) -> TaskSpec:
+    """A checked submission body as TaskQueue takes it, with the defaults filled in."""
+    return TaskSpec(
+        description=body["description"],
+        submitted_by=submitted_by,
+        priority=Priority.from_lane(body.get("priority") or "normal"),
+        metadata=body.get("metadata") or {},
+        needed_capabilities=tuple(body.get("needed_capabilities") or ()),
+        max_retries=3 if body.get("max_retries") is None else body["max_retries"],
+        complete_by=body.get("complete_by"),
+    )
 
 
 class TasksHandler(BaseHandler):
@@ -43,16 +60,7 @@ class TasksHandler(BaseHandler):
             key = idempotency_key(self.request.headers.get_list("Idempotency-Key"))
         except Invalid as invalid:
             raise HttpError(400, str(invalid)) from None
-        body = self.json_body(TASK_SUBMISSION)
-        spec = TaskSpec(
-            description=body["description"],
-            submitted_by=submitter.agent_id,
-            priority=Priority.from_lane(body.get("priority") or "normal"),
-            metadata=body.get("metadata") or {},
-            needed_capabilities=tuple(body.get("needed_capabilities") or ()),
-            max_retries=3 if body.get("max_retries") is None else body["max_retries"],
-            complete_by=body.get("complete_by"),
-        )
+        spec = _spec(self.json_body(TASK_SUBMISSION), submitter.agent_id)
         if key is None:
             self.send_json(await self.ask(self.services.task_queue.submit(spec)), 201)
             return
@@ -78,6 +86,29 @@ class TasksHandler(BaseHandler):
             )
         )
         self.send_json({**page, "count": len(page["tasks"])})
+
+
+class TaskBatchHandler(BaseHandler):
+    """``POST /api/tasks/batch``: up to 1,000 submissions, all or none, in one commit.
+
+    Every element is checked before TaskQueue is asked anything, and TaskQueue
+    queues the whole batch in one message, so one savepoint and one commit: a
+    refusal (a bad element, a full disk) leaves nothing of it queued.
+    """
+
+    async def post(self) -> None:
+        submitter = await self.authenticate()
+        if self.request.headers.get_list("Idempotency-Key"):
+            # Refused rather than ignored, so that nobody retries a batch
+            # believing the key protects it from running twice.
+            raise HttpError(400, "idempotency_key_not_supported: send keys with single tasks")
+        try:
+            bodies = batch_elements(self.json_body(TASK_BATCH)["tasks"])
+        except BatchElementInvalid as invalid:
+            raise HttpError(400, str(invalid), index=invalid.index) from None
+        specs = [_spec(body, submitter.agent_id) for body in bodies]
+        queued = await self.ask(self.services.task_queue.submit_many(specs))
+        self.send_json({"tasks": queued, "count": len(queued)}, 201)
 
 
 def _checked_query(handler: BaseHandler) -> TaskListQuery:
