@@ -188,13 +188,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
     def submit(self, spec: TaskSpec) -> dict[str, Any]:
         return self._submit(spec, self._clock())
 
-    def submit_once(self, spec: TaskSpec, key: str) -> Submitted:
     def submit_many(self, specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
         """Queue every task of a batch, in order, in this one message: one savepoint,
         so all of them are committed or none."""
         now = self._clock()
         return [self._submit(spec, now) for spec in specs]
 
+    def submit_once(self, spec: TaskSpec, key: str) -> Submitted:
         """Submit, unless ``spec.submitted_by`` used ``key`` within the key's lifetime.
 
         Then the answer is that first submission's reply, and nothing is queued;
@@ -372,8 +372,8 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         )
         return {"status": "cancelled", "task_id": task_id, "previous_status": previous.value}
 
-
     # --- the scheduler's side --------------------------------------------------------
+
     def assign_next(self, agents: Sequence[IdleAgent]) -> list[Assignment]:
         """Match queued tasks to ``agents`` (in preference order) and record each assignment."""
         if not self._queued or not agents:
