@@ -15,12 +15,15 @@ import queue
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
 import tornado.web
 import tornado.websocket
 from tornado.netutil import bind_sockets
+
+from tests.worker.harness import WorkerProcess, Workers, wait_for_runs
 
 # Frames a worker sends on its own schedule; a script waits past them.
 UNSCRIPTED = frozenset({"task_progress"})
@@ -118,3 +121,15 @@ class ScriptedHub:
         self._loop.run_forever()
         server.stop()
         self._loop.close()
+
+
+def start_worker_running_task_a(
+    hub: ScriptedHub, workers: Workers, directory: Path, **flags: str | float
+) -> tuple[WorkerProcess, int]:
+    """A worker that accepted TASK_A and runs its command (which writes runs.log), and its group."""
+    worker = workers.start(hub.ws_url, "token", **flags)
+    hub.expect("identify")
+    hub.send(assign(TASK_A))
+    hub.expect("task_accepted", task_id=TASK_A)
+    [pgid] = wait_for_runs(directory, 1)
+    return worker, pgid

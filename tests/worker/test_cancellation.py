@@ -30,7 +30,14 @@ from tests.worker.harness import (
     wait_for_runs,
     wait_for_status,
 )
-from tests.worker.scripted_hub import TASK_A, TASK_B, TASK_C, ScriptedHub, assign
+from tests.worker.scripted_hub import (
+    TASK_A,
+    TASK_B,
+    TASK_C,
+    ScriptedHub,
+    assign,
+    start_worker_running_task_a,
+)
 
 # A shell with a background child, both alive until the group is ended.
 SPAWNS_A_CHILD = (
@@ -78,13 +85,17 @@ def reports_of(frames: list[dict[str, Any]], task_id: str) -> list[dict[str, Any
     return [f for f in frames if f["type"] in REPORTS and f.get("task_id") == task_id]
 
 
-def take_the_next_task(scripted_hub: ScriptedHub, directory: Path) -> None:
-    """The worker accepts and completes another task: it is idle again."""
+def takes_the_next_task_having_reported_nothing(
+    scripted_hub: ScriptedHub, worker: WorkerProcess, directory: Path
+) -> None:
+    """After TASK_A was cancelled: the worker accepts and completes another task."""
     (directory / "release").touch()
     scripted_hub.send(assign(TASK_B))
     # The next frame that is not progress: nothing was reported for the cancelled task.
     scripted_hub.expect("task_accepted", task_id=TASK_B)
     scripted_hub.expect("task_complete", task_id=TASK_B, generation=1)
+    assert reports_of(scripted_hub.unread(), TASK_A) == []
+    assert unstructured_lines(worker) == []
 
 
 @pytest.mark.parametrize(
@@ -103,11 +114,9 @@ def test_a_cancelled_command_group_is_ended_nothing_is_reported_and_the_next_tas
     kill_grace: float,
     signals: list[str],
 ) -> None:
-    worker = workers.start(scripted_hub.ws_url, "token", kill_grace=kill_grace, exec=command)
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    [pgid] = wait_for_runs(tmp_path, 1)
+    worker, pgid = start_worker_running_task_a(
+        scripted_hub, workers, tmp_path, kill_grace=kill_grace, exec=command
+    )
     child = child_pid(tmp_path)
     assert state_file(tmp_path).exists()
 
@@ -124,9 +133,7 @@ def test_a_cancelled_command_group_is_ended_nothing_is_reported_and_the_next_tas
     if len(sent) == 2:  # SIGKILL once the grace has run out, not before, nor much after
         term, kill = (datetime.fromisoformat(event["timestamp"]) for event in sent)
         assert kill_grace <= (kill - term).total_seconds() < kill_grace + 2
-    take_the_next_task(scripted_hub, tmp_path)
-    assert reports_of(scripted_hub.unread(), TASK_A) == []
-    assert unstructured_lines(worker) == []
+    takes_the_next_task_having_reported_nothing(scripted_hub, worker, tmp_path)
 
 
 def test_a_cancel_while_the_command_is_finishing_ends_its_leftovers_and_reports_nothing(
@@ -138,11 +145,9 @@ def test_a_cancel_while_the_command_is_finishing_ends_its_leftovers_and_reports_
         'echo "$$" >> runs.log; if [ -e release ]; then echo finished; exit 0; fi; '
         "trap '' TERM; sleep 300 > /dev/null 2>&1 & echo \"$!\" > child.pid; echo done"
     )
-    worker = workers.start(scripted_hub.ws_url, "token", kill_grace=60, exec=leaves_a_job)
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    [pgid] = wait_for_runs(tmp_path, 1)
+    worker, pgid = start_worker_running_task_a(
+        scripted_hub, workers, tmp_path, kill_grace=60, exec=leaves_a_job
+    )
     child = child_pid(tmp_path)
     worker.wait_for_event("process_group_signalled", pgid=pgid, signal="SIGTERM")
 
@@ -154,9 +159,7 @@ def test_a_cancel_while_the_command_is_finishing_ends_its_leftovers_and_reports_
     assert worker.saw("process_group_signalled", pgid=pgid, signal="SIGKILL")
     assert not worker.saw("task_finished", task_id=TASK_A)
     assert not state_file(tmp_path).exists()
-    take_the_next_task(scripted_hub, tmp_path)
-    assert reports_of(scripted_hub.unread(), TASK_A) == []
-    assert unstructured_lines(worker) == []
+    takes_the_next_task_having_reported_nothing(scripted_hub, worker, tmp_path)
 
 
 def test_results_dir_mode_stops_waiting_ends_the_agent_and_takes_the_next_task(
@@ -171,13 +174,9 @@ def test_results_dir_mode_stops_waiting_ends_the_agent_and_takes_the_next_task(
         'sleep 300 > /dev/null 2>&1 & echo "$!" > child.pid; exit 0; fi; '
         """echo '{"status": "success"}' > "$AGENTCOM_RESULTS_DIR/$TASK_ID.json\""""
     )
-    worker = workers.start(
-        scripted_hub.ws_url, "token", kill_grace=30, results_dir=str(results), wake_command=wake
+    worker, pgid = start_worker_running_task_a(
+        scripted_hub, workers, tmp_path, kill_grace=30, results_dir=str(results), wake_command=wake
     )
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    [pgid] = wait_for_runs(tmp_path, 1)
     agent = child_pid(tmp_path)
     worker.wait_for_event("agent_started", task_id=TASK_A)
     worker.wait_for_event("wake_command_exited", task_id=TASK_A, returncode=0)
@@ -191,20 +190,13 @@ def test_results_dir_mode_stops_waiting_ends_the_agent_and_takes_the_next_task(
     assert not group_is_alive(pgid)
     assert not (results / f"{TASK_A}.started").exists()
     assert not state_file(tmp_path).exists()
-    scripted_hub.send(assign(TASK_B))
-    scripted_hub.expect("task_accepted", task_id=TASK_B)
-    scripted_hub.expect("task_complete", task_id=TASK_B, result={"status": "success"})
-    assert reports_of(scripted_hub.unread(), TASK_A) == []
+    takes_the_next_task_having_reported_nothing(scripted_hub, worker, tmp_path)
 
 
 def test_a_cancel_for_a_task_not_held_is_ignored(
     scripted_hub: ScriptedHub, workers: Workers, tmp_path: Path
 ) -> None:
-    worker = workers.start(scripted_hub.ws_url, "token", exec=HELD_COMMAND)
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    [pgid] = wait_for_runs(tmp_path, 1)
+    worker, pgid = start_worker_running_task_a(scripted_hub, workers, tmp_path, exec=HELD_COMMAND)
 
     scripted_hub.send(cancelled(TASK_C))  # another task: stale, or never ours
     worker.wait_for_event("task_cancelled_ignored", task_id=TASK_C, held_task_id=TASK_A)

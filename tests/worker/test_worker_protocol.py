@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from agentcom.worker.process import group_is_alive
-from tests.worker.harness import HELD_COMMAND, Workers, runs, wait_for_runs
-from tests.worker.scripted_hub import TASK_A, TASK_B, TASK_C, ScriptedHub, assign
+from tests.worker.harness import HELD_COMMAND, Workers, runs
+from tests.worker.scripted_hub import (
+    TASK_A,
+    TASK_B,
+    TASK_C,
+    ScriptedHub,
+    assign,
+    start_worker_running_task_a,
+)
 
 
 def test_second_assignment_while_busy_is_rejected_busy(
@@ -52,11 +59,7 @@ def test_refused_completion_is_dropped_not_retried(
 def test_task_offered_again_after_a_reconnect_keeps_running_under_the_new_generation(
     scripted_hub: ScriptedHub, workers: Workers, tmp_path: Path
 ) -> None:
-    workers.start(scripted_hub.ws_url, "token", exec=HELD_COMMAND)
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A, generation=1))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    wait_for_runs(tmp_path, 1)
+    start_worker_running_task_a(scripted_hub, workers, tmp_path, exec=HELD_COMMAND)
 
     scripted_hub.drop_connection()
     scripted_hub.expect("identify", status="working")
@@ -73,11 +76,9 @@ def test_task_offered_again_after_a_reconnect_keeps_running_under_the_new_genera
 def test_draining_worker_rejects_new_work_with_shutdown(
     scripted_hub: ScriptedHub, workers: Workers, tmp_path: Path
 ) -> None:
-    worker = workers.start(scripted_hub.ws_url, "token", drain_timeout=10, exec=HELD_COMMAND)
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    wait_for_runs(tmp_path, 1)
+    worker, _ = start_worker_running_task_a(
+        scripted_hub, workers, tmp_path, drain_timeout=10, exec=HELD_COMMAND
+    )
 
     worker.signal(signal.SIGTERM)
     worker.wait_for_event("shutdown_requested")
@@ -114,11 +115,7 @@ def test_refused_report_is_repeated_when_the_task_was_offered_again_meanwhile(
 def test_refused_acceptance_ends_the_command_and_forgets_the_task(
     scripted_hub: ScriptedHub, workers: Workers, tmp_path: Path
 ) -> None:
-    worker = workers.start(scripted_hub.ws_url, "token", exec=HELD_COMMAND)
-    scripted_hub.expect("identify")
-    scripted_hub.send(assign(TASK_A))
-    scripted_hub.expect("task_accepted", task_id=TASK_A)
-    [pgid] = wait_for_runs(tmp_path, 1)
+    worker, pgid = start_worker_running_task_a(scripted_hub, workers, tmp_path, exec=HELD_COMMAND)
 
     scripted_hub.send({"type": "error", "error": "task_accept_failed: not_assigned"})
 
