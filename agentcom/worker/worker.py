@@ -222,10 +222,9 @@ class Worker:
             # Its output pipes died with the old worker, so its result is lost
             # anyway; left running, it would work alongside the rerun.
             if group.may_still_run() and group_is_alive(group.pgid):
-                log.warning(
-                    "orphaned_command_ending", task_id=held.assignment.task_id, pgid=group.pgid
-                )
-                await end_process_group(group.pgid, self._config.kill_grace)
+                orphan_log = log.bind(task_id=held.assignment.task_id)
+                orphan_log.warning("orphaned_command_ending", pgid=group.pgid)
+                await end_process_group(group.pgid, self._config.kill_grace, orphan_log)
             held = replace(held, command_group=None)
             self._state.save(held)
         self._held = held
