@@ -1,4 +1,5 @@
-"""SQLite tables of the analytics (``analytics.sqlite3``): hourly counts per agent, and agents.
+"""Analytics queries, on either store, and their SQLite tables (``analytics.sqlite3``):
+hourly counts per agent, and agents.
 
 Owned by the ``Analytics`` actor, which opens it in its thread. One row per
 agent per UTC hour (``bucket``: the hour's first millisecond) holds what
@@ -54,8 +55,11 @@ CREATE TABLE IF NOT EXISTS meta (
 _ADD = (
     f"INSERT INTO hourly (agent_id, bucket, {', '.join(COUNTS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (agent_id, bucket) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTS)
+    + ", ".join(f"{c} = hourly.{c} + excluded.{c}" for c in COUNTS)
 )
+
+
+_SUMS = ", ".join(f"CAST(sum({c}) AS BIGINT)" for c in COUNTS)  # PostgreSQL sums to numeric
 
 
 def open_analytics_db(data_dir: Path) -> sqlite3.Connection:
@@ -90,8 +94,11 @@ class AnalyticsStore(GroupCommitStore):
         self._writing()
         for a in agents:
             self._write(
-                "INSERT OR REPLACE INTO agents (agent_id, connected_at, last_active, last_seen,"
-                " total_connections, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO agents (agent_id, connected_at, last_active, last_seen,"
+                " total_connections, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id)"
+                " DO UPDATE SET connected_at=excluded.connected_at,"
+                " last_active=excluded.last_active, last_seen=excluded.last_seen,"
+                " total_connections=excluded.total_connections, updated_at=excluded.updated_at",
                 (
                     a.agent_id,
                     a.connected_at,
@@ -103,7 +110,8 @@ class AnalyticsStore(GroupCommitStore):
             )
         self._write(
             "INSERT INTO meta (id, last_event_at) VALUES (1, ?) ON CONFLICT (id)"
-            " DO UPDATE SET last_event_at = max(last_event_at, excluded.last_event_at)",
+            " DO UPDATE SET last_event_at = CASE WHEN excluded.last_event_at > meta.last_event_at"
+            " THEN excluded.last_event_at ELSE meta.last_event_at END",
             (last_event_at,),
         )
 
@@ -121,8 +129,7 @@ class AnalyticsStore(GroupCommitStore):
     def totals(self, since_bucket: int) -> dict[str, dict[str, int]]:
         """Each agent's counts summed over the hours from ``since_bucket`` on."""
         rows = self._conn.execute(
-            f"SELECT agent_id, {', '.join(f'sum({c})' for c in COUNTS)} FROM hourly"
-            " WHERE bucket >= ? GROUP BY agent_id",
+            f"SELECT agent_id, {_SUMS} FROM hourly WHERE bucket >= ? GROUP BY agent_id",
             (since_bucket,),
         )
         return {row[0]: dict(zip(COUNTS, row[1:], strict=True)) for row in rows}
@@ -134,8 +141,7 @@ class AnalyticsStore(GroupCommitStore):
         if agent_id is not None:
             where, params = "agent_id = ? AND bucket >= ?", [agent_id, since_bucket]
         rows = self._conn.execute(
-            f"SELECT bucket, {', '.join(f'sum({c})' for c in COUNTS)} FROM hourly"
-            f" WHERE {where} GROUP BY bucket",
+            f"SELECT bucket, {_SUMS} FROM hourly WHERE {where} GROUP BY bucket",
             params,
         )
         return {row[0]: dict(zip(COUNTS, row[1:], strict=True)) for row in rows}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from agentcom.messages import Retention
+from agentcom.stores import POSTGRES_SCHEMES, SQLITE_SCHEME
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 """Largest HTTP body or WebSocket frame the hub accepts (PROTOCOL.md: 1 MiB)."""
@@ -23,6 +24,7 @@ class HubConfig:
     host: str = "127.0.0.1"
     port: int = 4000
     data_dir: Path = field(default_factory=lambda: Path("agentcom-data"))
+    store: str | None = None  # a store URL; None: SQLite in data_dir
     acceptance_timeout_ms: int = 60_000
     stuck_threshold_ms: int = 300_000
     sweep_interval_ms: int = 30_000
@@ -66,6 +68,7 @@ _COUNT_HELP = {
     "channel_history_max": "messages a channel's history keeps; past it the oldest are dropped",
 }
 _PATHS = ("data_dir", "certfile", "keyfile")
+STORE_SCHEMES = (SQLITE_SCHEME, *POSTGRES_SCHEMES)
 
 
 def _env_name(name: str) -> str:
@@ -83,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, help=f"port to bind, 0 for any (default {defaults.port})"
     )
     parser.add_argument(
-        "--data-dir", type=Path, help=f"store directory (default ./{defaults.data_dir})"
+        "--data-dir",
+        type=Path,
+        help=f"where a SQLite store keeps its files (default ./{defaults.data_dir})",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="where tasks, tokens, messages and analytics live: sqlite:///path/to/dir or "
+        "postgresql://user@host:port/db (default: SQLite in --data-dir, env AGENTCOM_STORE)",
     )
     for name, text in _TIMING_HELP.items():
         parser.add_argument(
@@ -152,6 +163,11 @@ def config_from_args(argv: Sequence[str], environ: Mapping[str, str] = os.enviro
         parser.error("max_connections_per_ip must be 0 (no cap) or more")
     if (config.certfile is None) != (config.keyfile is None):
         parser.error("--certfile and --keyfile go together")
+    if config.store is not None and not config.store.startswith(STORE_SCHEMES):
+        parser.error(
+            f"--store {config.store!r}: a store URL is sqlite:///path/to/dir"
+            " or postgresql://user@host:port/db"
+        )
     return config
 
 

@@ -3,6 +3,10 @@
 ``python -m agentcom.hub`` runs ``main``. ``HubThread`` runs the same ``Hub``
 on a background thread for tests and tools that want a real hub in-process.
 
+The store (``--store``: SQLite files in the data dir, or a PostgreSQL
+database) is created or migrated first, on the starting thread, so that a
+store the hub cannot use stops it before anything listens.
+
 Shutdown order matters for durability of assignments: the scheduler stops
 first (no new assignments), then TaskQueue (last commit, store closed), and
 only then are sockets closed and FSMs stopped. So a clean stop, like a crash,
@@ -43,6 +47,8 @@ from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
 from agentcom.metrics import HubMetrics
+from agentcom.stores import open_stores
+from agentcom.stores.interface import SchemaTooNew, StoreDriverMissing, StoreUnavailable
 from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
@@ -61,6 +67,7 @@ class Hub:
     def start(self) -> None:
         """Start actors and listen; call on the IOLoop's thread."""
         config = self.config
+        self.stores = stores = open_stores(config.store, config.data_dir)
         self.timers = Timers()
         self.pubsub_ref = PubSub.start()
         # Event ids go on from run to run: a client's id from an earlier run is
@@ -73,11 +80,11 @@ class Hub:
         # Watchers of EVENTS_TOPIC start before the actors that publish on it.
         self.metrics = HubMetrics()
         self.metrics_ref = Metrics.start(self.metrics, self.pubsub_ref)
-        self.analytics_ref = Analytics.start(config.data_dir, self.pubsub_ref, self.timers)
+        self.analytics_ref = Analytics.start(stores, self.pubsub_ref, self.timers)
         self.task_queue_ref = TaskQueue.start(
-            config.data_dir, self.pubsub_ref, priority_aging_ms=config.priority_aging_ms
+            stores, self.pubsub_ref, priority_aging_ms=config.priority_aging_ms
         )
-        self.tokens_ref = TokenRegistry.start(config.data_dir)
+        self.tokens_ref = TokenRegistry.start(stores)
         self.scheduler_ref = Scheduler.start(
             self.task_queue_ref,
             self.pubsub_ref,
@@ -89,7 +96,7 @@ class Hub:
             ),
         )
         self.post_office_ref = PostOffice.start(
-            config.data_dir, config.retention, self.pubsub_ref, self.timers
+            stores, config.retention, self.pubsub_ref, self.timers
         )
         self.sockets = SocketRegistry(
             config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
@@ -125,7 +132,7 @@ class Hub:
             ref.proxy().commit_observer = self.metrics.commit_observer(store)
         self.task_queue = self.task_queue_ref.proxy()
         self.tokens = self.tokens_ref.proxy()
-        self.token_check = TokenCheck(self.tokens, config.data_dir, self.sockets.close_revoked)
+        self.token_check = TokenCheck(self.tokens, stores, self.sockets.close_revoked)
         services = Services(
             self.task_queue,
             self.presence_ref.proxy(),
@@ -144,7 +151,7 @@ class Hub:
         self.events.start()
         self.token_watch = PeriodicCallback(self.token_check.refresh, TOKEN_WATCH_INTERVAL_MS)
         self.token_watch.start()
-        log.info("hub_started", url=self.http_url, data_dir=str(config.data_dir))
+        log.info("hub_started", url=self.http_url, store=stores.description)
 
     @property
     def http_url(self) -> str:
@@ -263,6 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     hub = Hub(config)
     try:
         hub.start()
+    except (StoreDriverMissing, SchemaTooNew) as error:
+        print(f"agentcom hub: {error}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as error:
+        print(f"agentcom hub: cannot reach the store: {error.detail}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(
             f"agentcom hub: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr

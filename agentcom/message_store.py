@@ -1,6 +1,7 @@
-"""SQLite schema and queries for messages between agents. No threads, no rules.
+"""Queries for messages between agents, on either store, and their SQLite schema. No threads, no rules.
 
-PostOffice owns the file (``store.open_messages_db``: ``messages.sqlite3``) and
+PostOffice owns the file (``store.open_messages_db``: ``messages.sqlite3``; on
+PostgreSQL, the same tables in the one database, ``stores.migrations``) and
 decides everything (who is known, who is online, what to push, retention);
 this module only reads and writes rows, joining PostOffice's batch
 transaction like TaskStore does (``GroupCommitStore``).
@@ -180,11 +181,11 @@ class MessageStore(GroupCommitStore):
         self._writing()
         cursor = self._write(
             "INSERT INTO messages (id, sender, recipient, channel, type, payload, reply_to,"
-            " timestamp) VALUES (?,?,?,?,?,?,?,?)",
+            " timestamp) VALUES (?,?,?,?,?,?,?,?) RETURNING seq",
             (message_id, sender, to, channel, type_, dumps(payload), reply_to, timestamp),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        ((seq,),) = cursor.fetchall()
+        return int(seq)
 
     def message(self, message_id: str, visible_to: str | None = None) -> StoredMessage | None:
         """The message, if ``visible_to`` (an agent id; None: anyone) may see it."""
@@ -268,7 +269,7 @@ class MessageStore(GroupCommitStore):
             filters.append("channel IS NULL")  # as every direct message; for the index
         ways: list[tuple[str, list[object]]] = []
         if visible_to is None:
-            ways.append(("1", []))
+            ways.append(("TRUE", []))
         else:
             me = visible_to
             if sender in (None, me):
@@ -319,7 +320,8 @@ class MessageStore(GroupCommitStore):
         )
         self._write(
             "INSERT INTO mailbox_counters (agent_id, last_seq, held, evicted) VALUES (?,?,1,0)"
-            " ON CONFLICT (agent_id) DO UPDATE SET last_seq=excluded.last_seq, held=held+1",
+            " ON CONFLICT (agent_id) DO UPDATE SET last_seq=excluded.last_seq,"
+            " held=mailbox_counters.held+1",
             (agent_id, seq),
         )
         return MailboxCounters(seq, before.held + 1, before.evicted)

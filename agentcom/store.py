@@ -1,4 +1,10 @@
-"""SQLite schema and queries: tasks (with their history) and hashed tokens. No threads.
+"""Queries for tasks (with their history) and hashed tokens, and SQLite's files. No threads.
+
+The queries are written once, for both stores: they run on a
+``stores.interface.Connection``, a ``sqlite3.Connection`` or a
+``stores.postgres.PostgresConnection`` (which rewrites the few spellings
+PostgreSQL wants otherwise). Only SQLite's files are made here; PostgreSQL's
+schema is in ``stores.migrations``.
 
 Tasks, tokens and messages live in three files. Each owner opens its own
 connection: TaskQueue (``open_tasks_db``), TokenRegistry (``open_tokens_db``)
@@ -6,7 +12,9 @@ and PostOffice (``open_messages_db``; its tables are in ``message_store``) in
 their actor threads, the ``token`` CLI in its process. WAL lets them share a
 file; ``synchronous=FULL`` makes every commit survive power loss, which is what
 "on disk before the reply" means. Callers decide when to commit: a batching
-actor groups a batch of changes into one commit (``GroupCommitStore``).
+actor groups a batch of changes into one commit (``GroupCommitStore``). Each
+file carries its schema's version in ``PRAGMA user_version``; a hub refuses a
+file a newer hub wrote (``SchemaTooNew``).
 
 The data dir and every file in it are its owner's only (0700 / 0600, whatever
 the umask; looser modes found at start are tightened). A write that fails
@@ -27,12 +35,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from agentcom.compact_json import dumps
 from agentcom.messages import Priority, StorageFull, TaskStatus
+from agentcom.stores.interface import (
+    Connection,
+    Cursor,
+    SchemaTooNew,
+    StoreUnavailable,
+    WatchesTokens,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +127,8 @@ OPEN_TIMEOUT_S = 10.0
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+SQLITE_SCHEMA_VERSION = 1
+"""Of every file; ``PRAGMA user_version`` 0 is a file of a hub from before versions (the same)."""
 
 
 def open_tasks_db(data_dir: Path) -> sqlite3.Connection:
@@ -184,7 +201,13 @@ def _open(data_dir: Path, filename: str, schema: str) -> sqlite3.Connection:
     )
     _switch_to_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SQLITE_SCHEMA_VERSION:
+        conn.close()
+        raise SchemaTooNew(str(data_dir / filename), found, SQLITE_SCHEMA_VERSION)
     conn.executescript(schema)
+    if found < SQLITE_SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version={SQLITE_SCHEMA_VERSION}")
     return conn
 
 
@@ -335,29 +358,36 @@ class GroupCommitStore:
     nothing. Subclasses call ``_writing()`` before their first write and
     write through ``_write``.
 
-    A full store raises ``StorageFull``. SQLite may then roll back the whole
-    transaction, writes of earlier messages of the batch included: the store
-    notes that, refuses the batch's further writes, and its ``commit`` raises,
-    so no reply reports a change that is gone.
+    A full store raises ``StorageFull``, a store that went away
+    ``StoreUnavailable`` (one). SQLite may then roll back the whole
+    transaction, writes of earlier messages of the batch included, and a lost
+    connection always does: the store notes that, refuses the batch's further
+    writes, and its ``commit`` raises, so no reply reports a change that is gone.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._in_savepoint = False
         self._kept = False  # the open transaction holds writes of finished messages
         self._lost = False  # ... and a failed write made SQLite roll them back
 
-    def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: Any = ()) -> Cursor:
         try:
             return self._conn.execute(sql, params)
         except sqlite3.OperationalError as error:
             if not _is_full(error):
                 raise
-            if not self._conn.in_transaction:
-                self._in_savepoint = False
-                self._lost = self._lost or self._kept
-                self._kept = False
+            self._note_if_rolled_back()
             raise StorageFull(str(error)) from error
+        except StorageFull:  # raised as such by PostgresConnection
+            self._note_if_rolled_back()
+            raise
+
+    def _note_if_rolled_back(self, *, keeping: bool = False) -> None:
+        if not self._conn.in_transaction:
+            self._in_savepoint = False
+            self._lost = self._lost or self._kept or keeping
+            self._kept = False
 
     def begin(self) -> None:
         if not self._conn.in_transaction:
@@ -377,12 +407,17 @@ class GroupCommitStore:
             if _is_full(error):
                 raise StorageFull(str(error)) from error
             raise
+        except StorageFull:
+            self.rollback()
+            raise
         wrote, self._kept = self._kept, False
         return wrote
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+            # A connection lost meanwhile took the transaction with it.
+            with contextlib.suppress(StoreUnavailable):
+                self._conn.execute("ROLLBACK")
         self._in_savepoint = self._kept = self._lost = False
 
     def _writing(self) -> None:
@@ -401,15 +436,25 @@ class GroupCommitStore:
         self._in_savepoint = False
         if not self._conn.in_transaction:
             return  # SQLite rolled it back already (and ``_write`` noted what was lost)
-        if not keep:
-            self._conn.execute("ROLLBACK TO message")
-        self._conn.execute("RELEASE message")
+        try:
+            if not keep:
+                self._conn.execute("ROLLBACK TO message")
+            self._conn.execute("RELEASE message")
+        except StoreUnavailable:
+            self._note_if_rolled_back(keeping=keep)
+            if keep:
+                raise  # what the message wrote is gone: it must not be answered as done
+            return
         self._kept = self._kept or keep
 
     def probe(self, now: int) -> None:
         """A write of a few bytes: does the store take writes again?"""
         self._writing()
-        self._write("INSERT OR REPLACE INTO storage_probe (id, probed_at) VALUES (1, ?)", (now,))
+        self._write(
+            "INSERT INTO storage_probe (id, probed_at) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET probed_at=excluded.probed_at",
+            (now,),
+        )
 
 
 class TaskStore(GroupCommitStore):
@@ -423,10 +468,10 @@ class TaskStore(GroupCommitStore):
             " assigned_at, accepted_at, generation, retry_count, max_retries,"
             " needed_capabilities, last_error, complete_by, result, tokens_used, submitted_by,"
             " created_at, updated_at, history, id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
             task._row(),
         )
-        task.seq = cursor.lastrowid
+        ((task.seq,),) = cursor.fetchall()
 
     def update(self, task: TaskRecord) -> None:
         self._writing()
@@ -486,7 +531,7 @@ class TaskStore(GroupCommitStore):
         else:
             ways = [
                 f"SELECT seq FROM (SELECT seq FROM tasks WHERE {who}=? AND {where}"
-                f" ORDER BY seq{limit_clause})"
+                f" ORDER BY seq{limit_clause}) AS by_{who}"
                 for who in ("submitted_by", "assigned_to")
             ]
             sql = (
@@ -521,8 +566,10 @@ class TaskStore(GroupCommitStore):
     ) -> None:
         self._writing()
         self._write(
-            "INSERT OR REPLACE INTO idempotency_keys"
-            " (agent_id, key, created_at, task_id, fingerprint, reply) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO idempotency_keys"
+            " (agent_id, key, created_at, task_id, fingerprint, reply) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (agent_id, key) DO UPDATE SET created_at=excluded.created_at,"
+            " task_id=excluded.task_id, fingerprint=excluded.fingerprint, reply=excluded.reply",
             (agent_id, key, now, task_id, fingerprint, dumps(reply)),
         )
 
@@ -535,8 +582,8 @@ class TaskStore(GroupCommitStore):
             return 0  # the common case costs one index probe and no write
         self._writing()
         return self._write(
-            "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys"
-            " WHERE created_at<? ORDER BY created_at LIMIT ?)",
+            "DELETE FROM idempotency_keys WHERE (agent_id, key) IN (SELECT agent_id, key"
+            " FROM idempotency_keys WHERE created_at<? ORDER BY created_at LIMIT ?)",
             (cutoff, limit),
         ).rowcount
 
@@ -573,7 +620,7 @@ def hash_token(token: str) -> str:
 class TokenStore:
     """Hashed tokens; each call commits on its own (tokens change rarely)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def create(self, agent_id: str, role: str, now: int) -> str:
@@ -603,6 +650,12 @@ class TokenStore:
         self._conn.close()
 
     def data_version(self) -> int:
-        """Changes when another connection (the ``token`` CLI) commits to the file."""
-        row = self._conn.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        """Changes when another connection (the ``token`` CLI) commits tokens.
+
+        SQLite counts commits to the file in memory; PostgreSQL announces them
+        (a trigger ``NOTIFY``s) and the connection counts what it heard.
+        """
+        if isinstance(self._conn, sqlite3.Connection):
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+            return int(row[0])
+        return cast(WatchesTokens, self._conn).token_version()

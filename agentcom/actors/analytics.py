@@ -47,10 +47,10 @@ from agentcom.analytics_store import (
     AgentRow,
     AnalyticsStore,
     bucket_of,
-    open_analytics_db,
 )
 from agentcom.clock import Clock, now_ms
 from agentcom.messages import EVENTS_TOPIC, HubEvent, StorageFull
+from agentcom.stores.interface import Stores
 from agentcom.timers import TimerHandle, Timers
 
 log = structlog.get_logger(__name__)
@@ -76,12 +76,12 @@ class PruneDue:
 class Analytics(StoreActor[AnalyticsStore, None]):
     def __init__(
         self,
-        data_dir: Path,
+        stores: Stores | Path,
         pubsub_ref: pykka.ActorRef[Any],
         timers: Timers | None = None,
         clock: Clock = now_ms,
     ) -> None:
-        super().__init__(data_dir, clock)
+        super().__init__(stores, clock)
         self._pubsub = pubsub_ref.proxy()
         self._timers = timers
         self._prune_timer: TimerHandle | None = None
@@ -93,7 +93,7 @@ class Analytics(StoreActor[AnalyticsStore, None]):
     # --- lifecycle ----------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._db = open_analytics_db(self._data_dir)
+        self._db = self._stores.connect("analytics")
         self._store = AnalyticsStore(self._db)
         self._load()
         self._last_event_at = self._store.last_event_at() or 0
@@ -104,7 +104,7 @@ class Analytics(StoreActor[AnalyticsStore, None]):
             self._commit()
         except StorageFull as full:
             self._store.rollback()
-            self._load()
+            self._reload()
             self._storage_full(full)
         self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref).get()
         self._arm_prune()
@@ -147,7 +147,7 @@ class Analytics(StoreActor[AnalyticsStore, None]):
                 self._storage_writable()
         except StorageFull as full:
             self._store.rollback()
-            self._load()
+            self._reload()
             self._storage_full(full)
 
     def _write_pending(self) -> None:

@@ -11,8 +11,10 @@ Two gaps in Pykka are filled here, and only here:
   so that a reply never reports a change that is not yet on disk.
 
 On top of that, ``StoreActor`` is what the actors that own a store (TaskQueue,
-PostOffice) share: a savepoint per message, one commit per batch, an outbox
-sent only after it, and a full disk handled as one episode.
+PostOffice, Analytics) share: a savepoint per message, one commit per batch,
+an outbox sent only after it, and a full disk or a database gone away
+handled as one episode. Which store it is (SQLite or PostgreSQL) they do not
+know: they are handed ``Stores`` and connect.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from pykka._envelope import Envelope
 from agentcom.clock import Clock
 from agentcom.messages import StorageFull
 from agentcom.store import GroupCommitStore
+from agentcom.stores import as_stores
+from agentcom.stores.interface import Stores, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -178,6 +182,12 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
     on its own, so each refused request fails alone. A sweep calls
     ``_probe_if_full`` so that the episode ends without waiting for traffic.
 
+    A database that went away (``StoreUnavailable``, a ``StorageFull``) is the
+    same episode, answered 503 instead of 507: its connection reconnects on
+    the next statement. Unlike a full disk it refuses reads too, so memory
+    may not be rebuilt from it at once: it is then marked stale, and rebuilt
+    before the next message is handled (which is refused while that fails).
+
     What differs between the owners are the hooks: ``refusals``, ``_load``,
     ``_flush``, ``_answer_when_full`` and ``_outlives_lost_batch``.
     """
@@ -194,11 +204,12 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
 
     _store: StoreT  # opened in on_start, in the actor's thread
 
-    def __init__(self, data_dir: Path, clock: Clock) -> None:
+    def __init__(self, stores: Stores | Path, clock: Clock) -> None:
         super().__init__()
-        self._data_dir = data_dir
+        self._stores = as_stores(stores)
         self._clock = clock
         self._full_since: int | None = None  # when the store last refused a write
+        self._memory_stale = False  # memory could not be rebuilt from the store yet
         self._outbox: list[OutT] = []  # sent by _flush, after the commit
 
     # --- hooks ----------------------------------------------------------------------
@@ -226,6 +237,9 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
             return super()._handle_receive(message)
         outbox_before = len(self._outbox)
         try:
+            if self._memory_stale:
+                self._load()
+                self._memory_stale = False
             response = super()._handle_receive(message)
             self._store.end_message(keep=True)
             if self._full_since is not None and self._store.commit():
@@ -251,7 +265,14 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
 
     def _undo(self, outbox_before: int) -> None:
         del self._outbox[outbox_before:]
-        self._load()
+        self._reload()
+
+    def _reload(self) -> None:
+        """``_load``, or mark memory stale if the store cannot be read now."""
+        try:
+            self._load()
+        except StoreUnavailable:
+            self._memory_stale = True
 
     def end_batch(self) -> None:
         """Commit the batch, then flush the outbox."""
@@ -263,7 +284,7 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
             # store's view.
             self._store.rollback()
             self._outbox = [out for out in self._outbox if self._outlives_lost_batch(out)]
-            self._load()
+            self._reload()
             if isinstance(error, StorageFull):
                 self._storage_full(error)
             self._flush()
@@ -290,7 +311,7 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
     def _storage_full(self, full: StorageFull) -> None:
         if self._full_since is None:
             self._full_since = self._clock()
-            log.warning("storage_full", data_dir=str(self._data_dir), detail=full.detail)
+            log.warning(full.reason, store=self._stores.description, detail=full.detail)
 
     def _storage_writable(self) -> None:
         assert self._full_since is not None

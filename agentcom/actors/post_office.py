@@ -61,7 +61,7 @@ from agentcom.messages import (
     Retention,
     StorageFull,
 )
-from agentcom.store import open_messages_db
+from agentcom.stores.interface import Stores
 from agentcom.timers import TimerHandle, Timers
 from agentcom.validation import MAX_HISTORY_PAGE
 
@@ -153,13 +153,13 @@ class PostOffice(StoreActor[MessageStore, _Out]):
 
     def __init__(
         self,
-        data_dir: Path,
+        stores: Stores | Path,
         retention: Retention,
         pubsub_ref: pykka.ActorRef[Any],
         timers: Timers,
         clock: Clock = now_ms,
     ) -> None:
-        super().__init__(data_dir, clock)
+        super().__init__(stores, clock)
         self._defaults = retention  # the flags; PUT values stored in settings win
         self._retention = retention
         self._pubsub = pubsub_ref.proxy()
@@ -171,7 +171,7 @@ class PostOffice(StoreActor[MessageStore, _Out]):
     # --- lifecycle ----------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._db = open_messages_db(self._data_dir)
+        self._db = self._stores.connect("messages")
         self._store = MessageStore(self._db)
         self._load()
         self._last_timestamp = self._store.last_timestamp()

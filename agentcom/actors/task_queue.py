@@ -76,7 +76,8 @@ from agentcom.messages import (
     TaskSpec,
     TaskStatus,
 )
-from agentcom.store import TaskRecord, TaskStore, open_tasks_db
+from agentcom.store import TaskRecord, TaskStore
+from agentcom.stores.interface import Stores
 
 log = structlog.get_logger(__name__)
 
@@ -102,13 +103,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
 
     def __init__(
         self,
-        data_dir: Path,
+        stores: Stores | Path,
         pubsub: pykka.ActorRef[Any],
         clock: Clock = now_ms,
         idempotency_ttl_ms: int = IDEMPOTENCY_TTL_MS,
         priority_aging_ms: int = 0,
     ) -> None:
-        super().__init__(data_dir, clock)
+        super().__init__(stores, clock)
         self._pubsub = pubsub.proxy()
         self._idempotency_ttl_ms = idempotency_ttl_ms
         self._aging_ms = priority_aging_ms
@@ -120,7 +121,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
     # --- lifecycle -------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._db = open_tasks_db(self._data_dir)
+        self._db = self._stores.connect("tasks")
         self._store = TaskStore(self._db)
         self._load()
         log.info("task_queue_started", queued=len(self._queued), assigned=len(self._held_by))

@@ -2,13 +2,14 @@
 
 Tokens are stored hashed (``store.TokenStore``) and kept in memory. The
 ``token`` CLI may change them from another process while the hub runs, so
-the table is reloaded whenever SQLite's ``data_version`` says another
-connection committed. The HTTP layer checks tokens against a snapshot of this
+the table is reloaded whenever the store's token version says another
+connection committed (SQLite's ``data_version``; PostgreSQL's ``NOTIFY``). The HTTP layer checks tokens against a snapshot of this
 table (``http.auth``), which it renews when the token file changes; that is
 what makes a token created or revoked from the command line count at once.
 
 A write the store refuses for lack of space raises ``StorageFull`` (the HTTP
-layer answers 507) and leaves the table in memory as it was.
+layer answers 507), one it cannot reach ``StoreUnavailable`` (503); either
+leaves the table in memory as it was.
 """
 
 from __future__ import annotations
@@ -21,22 +22,24 @@ import structlog
 from agentcom.actors.base import HubActor
 from agentcom.clock import Clock, now_ms
 from agentcom.messages import StorageFull
-from agentcom.store import TOKEN_PREFIX_CHARS, TokenInfo, TokenStore, hash_token, open_tokens_db
+from agentcom.store import TOKEN_PREFIX_CHARS, TokenInfo, TokenStore, hash_token
+from agentcom.stores import as_stores
+from agentcom.stores.interface import Stores
 
 log = structlog.get_logger(__name__)
 
 
 class TokenRegistry(HubActor):
-    def __init__(self, data_dir: Path, clock: Clock = now_ms) -> None:
+    def __init__(self, stores: Stores | Path, clock: Clock = now_ms) -> None:
         super().__init__()
-        self._data_dir = data_dir
+        self._stores = as_stores(stores)
         self._clock = clock
         self._by_hash: dict[str, TokenInfo] = {}
         self._seen_version = -1
         self.reloads = 0  # how often the table was read, for the test that it is rarely
 
     def on_start(self) -> None:
-        self._db = open_tokens_db(self._data_dir)
+        self._db = self._stores.connect("tokens")
         self._tokens = TokenStore(self._db)
         self._reload_if_changed()
 
@@ -51,8 +54,8 @@ class TokenRegistry(HubActor):
     def create(self, agent_id: str, role: str) -> str:
         try:
             token = self._tokens.create(agent_id, role, self._clock())
-        except StorageFull:
-            log.warning("token_not_created", agent_id=agent_id, reason="storage_full")
+        except StorageFull as refused:
+            log.warning("token_not_created", agent_id=agent_id, reason=refused.reason)
             raise
         self._by_hash[hash_token(token)] = TokenInfo(agent_id, role, token[:TOKEN_PREFIX_CHARS])
         log.info("token_created", agent_id=agent_id, role=role)
@@ -68,8 +71,8 @@ class TokenRegistry(HubActor):
     def revoke(self, agent_id: str) -> int:
         try:
             revoked = self._tokens.revoke(agent_id)
-        except StorageFull:
-            log.warning("tokens_not_revoked", agent_id=agent_id, reason="storage_full")
+        except StorageFull as refused:
+            log.warning("tokens_not_revoked", agent_id=agent_id, reason=refused.reason)
             raise
         self._by_hash = {h: i for h, i in self._by_hash.items() if i.agent_id != agent_id}
         log.info("tokens_revoked", agent_id=agent_id, count=revoked)

@@ -1,9 +1,11 @@
 """Token checks on the IOLoop without an actor round trip per request.
 
 TokenRegistry owns the tokens. What the loop holds is a read-only snapshot
-the registry handed it, and the SQLite ``data_version`` of the token file
-when it was taken. Before each check the loop reads ``data_version`` on its
-own read-only connection: an in-memory counter, no disk I/O, no lock. When a
+the registry handed it, and the store's token version when it was taken.
+Before each check the loop reads that version on its own connection: on
+SQLite the token file's ``data_version``, on PostgreSQL a count of the
+``NOTIFY``s heard; an in-memory counter either way, no disk I/O, no lock,
+no round trip. When a
 token was created or revoked since, by the hub or by the ``token`` CLI in
 another process, the counter has moved and the loop asks the registry for a
 fresh snapshot, so a change counts from the very next request. Asking the
@@ -24,7 +26,9 @@ from typing import Any
 import pykka
 
 from agentcom.http.bridge import reply
-from agentcom.store import CHANGES_STATE, TokenInfo, TokenStore, hash_token, open_tokens_db
+from agentcom.store import CHANGES_STATE, TokenInfo, TokenStore, hash_token
+from agentcom.stores import as_stores
+from agentcom.stores.interface import Stores
 
 TokenSnapshot = Mapping[str, TokenInfo]
 """Every valid token, by its hash."""
@@ -34,11 +38,11 @@ class TokenCheck:
     def __init__(
         self,
         tokens: pykka.ActorProxy[Any],
-        data_dir: Path,
+        stores: Stores | Path,
         on_change: Callable[[TokenSnapshot], None] = lambda snapshot: None,
     ) -> None:
         self._tokens = tokens
-        self._watch = TokenStore(open_tokens_db(data_dir))
+        self._watch = TokenStore(as_stores(stores).connect("tokens"))
         self._on_change = on_change
         self._snapshot: dict[str, TokenInfo] = {}
         self._version: int | None = None

@@ -28,6 +28,7 @@ from agentcom.http.bridge import reply
 from agentcom.messages import MessageRefused, StorageFull
 from agentcom.metrics import HubMetrics
 from agentcom.store import CHANGES_STATE, TokenInfo
+from agentcom.stores.interface import StoreUnavailable
 from agentcom.validation import Field, Invalid, check
 
 if TYPE_CHECKING:
@@ -96,6 +97,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.send_json({"error": "hub_busy"}, 503)
         elif isinstance(e, MessageRefused):
             self.send_json({"error": e.error}, e.status)
+        elif isinstance(e, StoreUnavailable):
+            # Expected while the database is away; the store reconnects by itself.
+            self.send_json({"error": "store_unavailable"}, 503)
         elif isinstance(e, StorageFull):
             # Expected while the disk is full; TaskQueue logs the episode once.
             self.send_json({"error": "storage_full"}, 507)

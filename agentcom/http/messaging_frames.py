@@ -54,8 +54,8 @@ async def handle(socket: AgentSocketEnd, kind: str, frame: Mapping[str, Any]) ->
         socket.send_frame({"type": "error", "error": str(invalid), **extra})
     except MessageRefused as refused:
         socket.send_frame({"type": "error", "error": refused.error})
-    except StorageFull:
-        socket.send_frame({"type": "error", "error": "storage_full"})
+    except StorageFull as refused:  # storage_full, or store_unavailable
+        socket.send_frame({"type": "error", "error": refused.reason})
 
 
 async def _answer(

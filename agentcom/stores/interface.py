@@ -1,0 +1,107 @@
+"""What a store is to the code above it: a connection that runs SQL, and where to open one.
+
+The query layer (``agentcom.store``: TaskStore, TokenStore, GroupCommitStore;
+``agentcom.message_store``; ``agentcom.analytics_store``) is written once,
+in SQL both engines run, against ``Connection``. A ``sqlite3.Connection`` is
+one as it is; ``postgres.PostgresConnection`` is the other, and rewrites the
+few spellings that differ. ``Stores`` opens a connection per owner (the
+actors, the token CLI) in the owner's thread; which engine is behind it is
+decided once, by the store URL (``agentcom.stores.open_stores``).
+
+The rules (fencing, retries, dead letter, mailbox and channel ``seq``,
+hashed tokens) live in the actors, above this; a store only persists and
+queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol
+
+from agentcom.messages import StorageFull
+
+Part = Literal["tasks", "messages", "tokens", "analytics"]
+"""What an owner opens: SQLite keeps each in a file of its own, PostgreSQL in one database."""
+
+POSTGRES_EXTRA = "pip install 'agentcom[postgres]'"
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """One owner's connection: autocommit unless the owner said ``BEGIN``."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def close(self) -> None: ...
+
+
+class WatchesTokens(Protocol):
+    """A connection that tells when tokens changed (SQLite has ``PRAGMA data_version``)."""
+
+    def token_version(self) -> int: ...
+
+
+class Stores(Protocol):
+    """Where tasks, tokens, messages and analytics live; opens a connection per owner."""
+
+    @property
+    def description(self) -> str:
+        """For logs and messages: the data dir, or the server and database (no password)."""
+        ...
+
+    def migrate(self) -> None:
+        """Create the schema or bring it up to date; ``SchemaTooNew`` if it is newer."""
+        ...
+
+    def connect(self, part: Part) -> Connection:
+        """A new connection for one owner, in the owner's thread; the schema is in place."""
+        ...
+
+
+class StoreUnavailable(StorageFull):
+    """The store cannot commit now: the database server is gone or restarting.
+
+    An episode like a full disk (``StoreActor`` handles both alike: nothing
+    of the refused request is stored, memory follows the store), answered
+    503 ``store_unavailable`` to HTTP clients and as an error frame with the
+    same code on the WebSocket. The store reconnects by itself.
+    """
+
+    def __init__(self, detail: str = "the database cannot be reached") -> None:
+        super().__init__(detail)
+        self.reason = "store_unavailable"
+        self.args = ("store_unavailable",)
+
+
+class SchemaTooNew(Exception):
+    """The store was migrated by a newer hub: this one must not write to it."""
+
+    def __init__(self, where: str, found: int, known: int) -> None:
+        super().__init__(
+            f"the store at {where} has schema version {found}, newer than {known}, the newest"
+            " this hub knows: run a newer agentcom"
+        )
+
+
+class StoreDriverMissing(Exception):
+    """The store URL asks for PostgreSQL and psycopg is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(f"a postgresql:// store needs psycopg: {POSTGRES_EXTRA}")
+
+
+class BadStoreUrl(ValueError):
+    pass

@@ -1,0 +1,197 @@
+"""The PostgreSQL store: one database holds tasks, tokens, messages and analytics.
+
+Each owner (an actor, the token CLI, the HTTP layer's token watch) gets a
+``PostgresConnection`` of its own, autocommit unless the owner says
+``BEGIN`` (as SQLite with ``isolation_level=None``), so group commit and the
+savepoint per message work as they do on SQLite. The query layer's SQL is
+written once; ``_translate`` rewrites what PostgreSQL spells differently
+(placeholders, ``BEGIN IMMEDIATE``, ``CROSS JOIN … ON``).
+
+A server that goes away (restart, ``pg_terminate_backend``) is an episode,
+not a crash: the statement that finds the connection dead raises
+``StoreUnavailable`` (what the open transaction held is gone, and nothing of
+it was acknowledged), and the next statement reconnects, at most once per
+backoff step (50 ms doubling to 2 s) so a down server costs a refused
+request nothing but a clock read. A ``BEGIN`` or a read outside a
+transaction that finds the connection dead is retried once on a new one: it
+changed nothing, so the caller need not hear of a connection the server
+closed while it was idle.
+
+Commits are as durable as the server's settings make them; the defaults
+(``fsync`` on, ``synchronous_commit`` on) flush before ``COMMIT`` returns.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import structlog
+from psycopg.pq import TransactionStatus
+
+from agentcom.messages import StorageFull
+from agentcom.stores.interface import Connection, Part, StoreUnavailable
+from agentcom.stores.migrations import TOKENS_CHANNEL, migrate
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT_S = 5
+FIRST_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 2.0
+_IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+_RETRIED_WHEN_IDLE = ("BEGIN", "SELECT")
+
+_translations: dict[str, str] = {}
+
+
+def _translate(sql: str) -> str:
+    """SQLite's spelling to PostgreSQL's, once per distinct statement."""
+    translated = _translations.get(sql)
+    if translated is None:
+        translated = (
+            sql.replace("%", "%%")
+            .replace("?", "%s")
+            .replace("BEGIN IMMEDIATE", "BEGIN")
+            # SQLite's way to fix the join order; PostgreSQL plans it itself.
+            .replace(" CROSS JOIN ", " JOIN ")
+        )
+        _translations[sql] = translated
+    return translated
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class TransactionFailed(Exception):
+    """COMMIT of a transaction a failed statement had spoilt: it was rolled back."""
+
+
+class PostgresConnection:
+    """One owner's connection, reconnected on demand after the server went away."""
+
+    def __init__(
+        self, url: str, *, listen: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._url = url
+        self._listen = listen
+        self._clock = clock
+        self._conn: psycopg.Connection[Any] | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._token_version = 0
+        self._connect()
+
+    # --- what the query layer calls --------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        conn = self._conn
+        return (
+            conn is not None and not conn.closed and conn.info.transaction_status in _IN_TRANSACTION
+        )
+
+    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        query = _translate(sql)
+        retry = not self.in_transaction and sql.split(None, 1)[0].upper() in _RETRIED_WHEN_IDLE
+        while True:
+            conn = self._usable()
+            if query == "COMMIT" and conn.info.transaction_status == TransactionStatus.INERROR:
+                # PostgreSQL would answer COMMIT with a silent ROLLBACK.
+                conn.execute("ROLLBACK")
+                raise TransactionFailed("a statement failed outside any savepoint")
+            try:
+                return conn.execute(query, parameters)
+            except psycopg.errors.DiskFull as error:
+                raise StorageFull(str(error)) from error
+            except psycopg.OperationalError as error:
+                if not conn.closed:
+                    raise  # the server answered: not a lost connection
+                self._lost(error)
+                if not retry:
+                    raise StoreUnavailable(str(error)) from error
+                retry = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def token_version(self) -> int:
+        """Counts the token changes announced (``NOTIFY``) since this connection listens.
+
+        Never raises: while the server is away the count stands still, and a
+        reconnect counts as a change (what was announced meanwhile was missed).
+        """
+        try:
+            conn = self._usable()
+            for _ in conn.notifies(timeout=0):
+                self._token_version += 1
+        except StoreUnavailable:
+            pass
+        except psycopg.OperationalError as error:
+            self._lost(error)
+        return self._token_version
+
+    # --- the connection itself --------------------------------------------------------
+
+    def _usable(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._clock() < self._retry_at:
+            raise StoreUnavailable("reconnecting to the database")
+        return self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="agentcom",
+            )
+            if self._listen:
+                conn.execute(f"LISTEN {TOKENS_CHANNEL}")
+        except psycopg.OperationalError as error:
+            self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
+            self._retry_at = self._clock() + self._backoff
+            raise StoreUnavailable(str(error)) from error
+        if self._backoff:
+            log.info("store_reconnected", store=redacted(self._url))
+        self._conn, self._backoff = conn, 0.0
+        self._token_version += 1
+        return conn
+
+    def _lost(self, error: Exception) -> None:
+        log.warning("store_connection_lost", store=redacted(self._url), error=str(error))
+        self.close()
+        self._backoff = FIRST_BACKOFF_S
+        self._retry_at = self._clock()  # the first reconnect is at once; then backoff
+
+
+class PostgresStores:
+    """Every part in one database; ``open`` migrates it (``migrations``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.description = redacted(url)
+
+    def migrate(self) -> None:
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as c:
+                migrate(c, self.description)
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(str(error)) from error
+
+    def connect(self, part: Part) -> Connection:
+        return PostgresConnection(self.url, listen=part == "tokens")
