@@ -1,9 +1,12 @@
 """``agentcom`` (or ``python -m agentcom``): the hub from the command line.
 
 ``token create|list|revoke`` manages tokens without the hub. It works whether
-or not a hub runs on the same data dir: it writes the same SQLite file, and a
-running hub notices the change on its next token check. Like the hub, it
-creates the data dir and the token file for their owner only.
+or not a hub runs on the same store (``--store`` / ``AGENTCOM_STORE``, as the
+hub's; else the SQLite files in the data dir): it writes the same tokens
+table, and a running hub notices the change on its next token check. Like
+the hub, it creates the data dir and the token file for their owner only, or
+migrates a PostgreSQL database it finds empty. ``store copy`` moves a hub's
+data from one store to another (``agentcom.stores.copy``); no hub either.
 
 Every other command talks to a running hub over its HTTP API, through
 ``agentcom.client``: tasks (submit, get, list, wait, retry, cancel), stats,
@@ -49,7 +52,15 @@ from agentcom.clock import now_ms
 from agentcom.config import HubConfig
 from agentcom.logs import configure_logging
 from agentcom.messages import StorageFull
-from agentcom.store import ROLES, TokenStore, open_tokens_db
+from agentcom.store import ROLES, TokenStore
+from agentcom.stores import open_stores
+from agentcom.stores.copy import add_copy_parser, copy_main
+from agentcom.stores.interface import (
+    BadStoreUrl,
+    SchemaTooNew,
+    StoreDriverMissing,
+    StoreUnavailable,
+)
 from agentcom.validation import AGENT_ID_MAX_CHARS
 
 EXIT_OK = 0
@@ -119,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_token_commands(commands)
+    add_copy_parser(commands)
     common = argparse.ArgumentParser(add_help=False)
     _client_options(common, after_command=True)
 
@@ -553,6 +565,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "token":
         return _run_token(args)
+    if args.command == "store":
+        configure_logging("warning")
+        return copy_main(args)
     configure_logging("error" if args.command == "watch" else "warning")
     try:
         settings = resolve(args.hub, args.token, args.config)
@@ -591,7 +606,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_token_commands(commands: Any) -> None:
     token = commands.add_parser("token", help="create, list or revoke tokens")
     actions = token.add_subparsers(dest="action", required=True)
-    data_dir_help = f"the hub's data dir (default ./{HubConfig().data_dir}, env AGENTCOM_DATA_DIR)"
+    data_dir_help = (
+        f"the hub's data dir, for a SQLite store (default ./{HubConfig().data_dir},"
+        " env AGENTCOM_DATA_DIR)"
+    )
+    store_help = (
+        "the hub's store: sqlite:///path/to/dir or postgresql://user@host:port/db"
+        " (default: SQLite in --data-dir, env AGENTCOM_STORE)"
+    )
 
     create = actions.add_parser("create", help="print a new token for AGENT_ID")
     create.add_argument("agent_id", metavar="AGENT_ID")
@@ -602,13 +624,16 @@ def _add_token_commands(commands: Any) -> None:
         help="agent: its own tasks; viewer: reads everything, changes nothing; admin: everything",
     )
     create.add_argument("--data-dir", type=Path, help=data_dir_help)
+    create.add_argument("--store", metavar="URL", help=store_help)
 
     listing = actions.add_parser("list", help="agent ids, roles and token prefixes")
     listing.add_argument("--data-dir", type=Path, help=data_dir_help)
+    listing.add_argument("--store", metavar="URL", help=store_help)
 
     revoke = actions.add_parser("revoke", help="revoke every token of AGENT_ID")
     revoke.add_argument("agent_id", metavar="AGENT_ID")
     revoke.add_argument("--data-dir", type=Path, help=data_dir_help)
+    revoke.add_argument("--store", metavar="URL", help=store_help)
 
 
 def _run_token(args: argparse.Namespace) -> int:
@@ -616,7 +641,15 @@ def _run_token(args: argparse.Namespace) -> int:
     # permissions were tightened) go to stderr.
     configure_logging("warning")
     data_dir = args.data_dir or Path(os.environ.get("AGENTCOM_DATA_DIR", HubConfig().data_dir))
-    conn = open_tokens_db(data_dir)
+    try:
+        stores = open_stores(args.store or os.environ.get("AGENTCOM_STORE"), data_dir)
+        conn = stores.connect("tokens")
+    except (BadStoreUrl, StoreDriverMissing, SchemaTooNew) as error:
+        print(error, file=sys.stderr)
+        return 2
+    except StoreUnavailable as error:
+        print(f"cannot reach the store: {error.detail}", file=sys.stderr)
+        return 1
     tokens = TokenStore(conn)
     try:
         if args.action == "create":
@@ -636,8 +669,11 @@ def _run_token(args: argparse.Namespace) -> int:
                 print(f"no tokens for {args.agent_id}", file=sys.stderr)
                 return 1
             print(f"revoked {revoked} token(s) of {args.agent_id}")
+    except StoreUnavailable as error:
+        print(f"cannot reach the store: {error.detail}", file=sys.stderr)
+        return 1
     except StorageFull:
-        print(f"storage full: cannot write to {data_dir}", file=sys.stderr)
+        print(f"storage full: cannot write to {stores.description}", file=sys.stderr)
         return 1
     finally:
         conn.close()
