@@ -369,7 +369,8 @@ class GroupCommitStore:
         self._conn = conn
         self._in_savepoint = False
         self._kept = False  # the open transaction holds writes of finished messages
-        self._lost = False  # ... and a failed write made SQLite roll them back
+        # ... and this refusal (a full disk, a lost connection) rolled them back
+        self._lost_by: StorageFull | None = None
 
     def _write(self, sql: str, params: Any = ()) -> Cursor:
         try:
@@ -377,17 +378,31 @@ class GroupCommitStore:
         except sqlite3.OperationalError as error:
             if not _is_full(error):
                 raise
-            self._note_if_rolled_back()
-            raise StorageFull(str(error)) from error
-        except StorageFull:  # raised as such by PostgresConnection
-            self._note_if_rolled_back()
+            full = StorageFull(str(error))
+            self._note_if_rolled_back(full)
+            raise full from error
+        except StorageFull as refusal:  # raised as such by PostgresConnection
+            self._note_if_rolled_back(refusal)
             raise
 
-    def _note_if_rolled_back(self, *, keeping: bool = False) -> None:
+    def _note_if_rolled_back(self, refusal: StorageFull, *, keeping: bool = False) -> None:
         if not self._conn.in_transaction:
             self._in_savepoint = False
-            self._lost = self._lost or self._kept or keeping
+            if self._lost_by is None and (self._kept or keeping):
+                self._lost_by = refusal
             self._kept = False
+
+    def _refuse_if_lost(self) -> None:
+        """Raise if the batch's transaction is gone with writes of finished messages.
+
+        A connection lost during a read (which does not go through ``_write``)
+        takes the transaction too: that is noticed here, before the batch
+        would go on in a new transaction without them.
+        """
+        if self._kept and not self._conn.in_transaction:
+            self._note_if_rolled_back(StoreUnavailable(_BATCH_LOST))
+        if self._lost_by is not None:
+            raise type(self._lost_by)(_BATCH_LOST)
 
     def begin(self) -> None:
         if not self._conn.in_transaction:
@@ -395,9 +410,11 @@ class GroupCommitStore:
 
     def commit(self) -> bool:
         """Make the open transaction durable; True if it held writes."""
-        if self._lost:
+        try:
+            self._refuse_if_lost()
+        except StorageFull:
             self.rollback()
-            raise StorageFull(_BATCH_LOST)
+            raise
         if not self._conn.in_transaction:
             return False
         try:
@@ -418,12 +435,12 @@ class GroupCommitStore:
             # A connection lost meanwhile took the transaction with it.
             with contextlib.suppress(StoreUnavailable):
                 self._conn.execute("ROLLBACK")
-        self._in_savepoint = self._kept = self._lost = False
+        self._in_savepoint = self._kept = False
+        self._lost_by = None
 
     def _writing(self) -> None:
         """Open the current message's savepoint on its first write (reads need none)."""
-        if self._lost:
-            raise StorageFull(_BATCH_LOST)
+        self._refuse_if_lost()
         if not self._in_savepoint:
             self.begin()
             self._write("SAVEPOINT message")
@@ -433,18 +450,21 @@ class GroupCommitStore:
         """Keep or undo what the current message wrote; its batch commits later."""
         if not self._in_savepoint:
             return
-        self._in_savepoint = False
-        if not self._conn.in_transaction:
-            return  # SQLite rolled it back already (and ``_write`` noted what was lost)
         try:
+            if not self._conn.in_transaction:
+                # Rolled back already: by SQLite on a full disk (``_write`` noted
+                # what was lost), or with a connection lost during a read.
+                raise StoreUnavailable(_BATCH_LOST)
             if not keep:
                 self._conn.execute("ROLLBACK TO message")
             self._conn.execute("RELEASE message")
-        except StoreUnavailable:
-            self._note_if_rolled_back(keeping=keep)
+        except StoreUnavailable as refusal:
+            self._note_if_rolled_back(refusal, keeping=keep)
+            self._in_savepoint = False
             if keep:
                 raise  # what the message wrote is gone: it must not be answered as done
             return
+        self._in_savepoint = False
         self._kept = self._kept or keep
 
     def probe(self, now: int) -> None:
