@@ -81,6 +81,48 @@ def submit_request(request: TaskRequest) -> Call[Submitted]:
     return Call("POST", "/api/tasks", _one(Submitted), body=request.body(), headers=headers)
 
 
+BATCH_TASKS = 1_000
+"""The most tasks ``POST /api/tasks/batch`` takes at once."""
+BATCH_BYTES = 900 * 1024
+"""A batch body stays this far under the hub's 1 MiB body limit."""
+
+
+def submissions(requests: Iterable[TaskRequest]) -> Iterator[Call[list[Submitted]]]:
+    """The calls that submit ``requests`` in their order: runs of them as batches
+    (``POST /api/tasks/batch``, at most BATCH_TASKS and BATCH_BYTES each), and a request
+    with an idempotency key alone, since the batch route takes no key."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for request in requests:
+        body = request.body()
+        body_size = len(json.dumps(body)) + 1
+        if batch and (
+            request.idempotency_key is not None
+            or len(batch) == BATCH_TASKS
+            or size + body_size > BATCH_BYTES
+        ):
+            yield _batch(batch)
+            batch, size = [], 0
+        if request.idempotency_key is not None:
+            single = submit_request(request)
+            yield Call(
+                single.method,
+                single.path,
+                lambda answer: [Submitted.from_json(answer)],
+                body=single.body,
+                headers=single.headers,
+            )
+        else:
+            batch.append(body)
+            size += body_size
+    if batch:
+        yield _batch(batch)
+
+
+def _batch(bodies: list[dict[str, Any]]) -> Call[list[Submitted]]:
+    return Call("POST", "/api/tasks/batch", _listed(Submitted, "tasks"), body={"tasks": bodies})
+
+
 def submit(
     description: str,
     *,

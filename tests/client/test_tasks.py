@@ -80,6 +80,31 @@ def test_submit_many_submits_in_order(api: Any) -> None:
     assert [task.description for task in listed] == ["one", "two", "three"]
 
 
+def test_submit_many_is_one_batch_all_or_nothing(api: Any) -> None:
+    with pytest.raises(BadRequest) as refused:
+        api.submit_many(["fine", TaskRequest("bad", priority="asap"), "fine too"])
+    assert refused.value.body["index"] == 1 and "priority must be one of" in str(refused.value)
+    assert api.list().tasks == []  # one at a time would have queued "fine"
+
+
+def test_submit_many_splits_past_the_batch_limit(api: Any) -> None:
+    descriptions = [f"task {n}" for n in range(1_001)]
+    answers = api.submit_many(descriptions)
+    assert len({answer.task_id for answer in answers}) == 1_001
+    first = api.list(limit=1_000)
+    rest = api.list(limit=1_000, cursor=first.next_cursor)
+    assert [task.description for task in first.tasks + rest.tasks] == descriptions
+
+
+def test_submit_many_sends_a_keyed_task_alone_so_a_rerun_skips_it(api: Any) -> None:
+    tasks = ["a", TaskRequest("b", idempotency_key="order-b"), "c"]
+    first = api.submit_many(tasks)
+    assert [task.description for task in api.list().tasks] == ["a", "b", "c"]
+    again = api.submit_many([TaskRequest("b", idempotency_key="order-b")])
+    assert again[0].task_id == first[1].task_id
+    assert len(api.list().tasks) == 3
+
+
 def test_list_pages_with_next_cursor_and_filters(api: Any) -> None:
     ids = [answer.task_id for answer in api.submit_many(["a", "b", "c"])]
     api.submit("urgent one", priority="urgent")
