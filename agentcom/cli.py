@@ -496,6 +496,9 @@ async def watch(settings: Settings, recent_events: int) -> None:
     view = HubView(recent_events=recent_events)
     changed = asyncio.Event()
     async with AsyncClient(settings.hub, settings.token) as hub:
+        # A hub that is down or refuses the token at the start ends the command with
+        # its one line; once the view is up, the stream reconnects for as long as it takes.
+        await hub.stats()
 
         async def follow() -> None:
             async for event in hub.events(last_event_id=0, reconnect_for=None):

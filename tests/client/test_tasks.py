@@ -26,6 +26,7 @@ from agentcom.client import (
     TaskRequest,
     Unauthorized,
 )
+from agentcom.client import api as client_api
 from tests.integration.conftest import LiveHub
 from tests.integration.helpers import fail_to_dead_letter, work_through
 
@@ -155,6 +156,17 @@ def test_wait_raises_a_timeout_error_when_the_task_is_not_done_in_time(api: Any)
         api.wait(task_id, timeout=0.5)
     assert 0.4 < time.monotonic() - started < 5
     assert isinstance(late.value, TaskNotDone) and late.value.task.status == "queued"
+
+
+def test_a_wait_longer_than_one_long_poll_polls_again_until_its_deadline(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_api, "MAX_WAIT_S", 0.2)  # the hub's 60 s, made short
+    task_id = api.submit("nobody takes this").task_id
+    started = time.monotonic()
+    with pytest.raises(TaskNotDone):
+        api.wait(task_id, timeout=1.0)
+    assert 0.9 < time.monotonic() - started < 5
 
 
 def test_dead_letter_and_retry(api: Any, hub: LiveHub) -> None:
