@@ -63,6 +63,11 @@ def _translate(sql: str) -> str:
     return translated
 
 
+def _one_line(error: Exception) -> str:
+    """libpq's messages run over several lines; logs and the CLI want one."""
+    return " ".join(str(error).split())
+
+
 def redacted(url: str) -> str:
     """The URL without its password, for logs and messages."""
     parts = urllib.parse.urlsplit(url)
@@ -118,7 +123,7 @@ class PostgresConnection:
                     raise  # the server answered: not a lost connection
                 self._lost(error)
                 if not retry:
-                    raise StoreUnavailable(str(error)) from error
+                    raise StoreUnavailable(_one_line(error)) from error
                 retry = False
 
     def close(self) -> None:
@@ -165,7 +170,7 @@ class PostgresConnection:
         except psycopg.OperationalError as error:
             self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
             self._retry_at = self._clock() + self._backoff
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(_one_line(error)) from error
         if self._backoff:
             log.info("store_reconnected", store=redacted(self._url))
         self._conn, self._backoff = conn, 0.0
@@ -191,7 +196,7 @@ class PostgresStores:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as c:
                 migrate(c, self.description)
         except psycopg.OperationalError as error:
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(_one_line(error)) from error
 
     def connect(self, part: Part) -> Connection:
         return PostgresConnection(self.url, listen=part == "tokens")
