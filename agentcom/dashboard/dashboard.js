@@ -18,6 +18,7 @@
   const EVENT_TYPES = [
     "task_queued", "task_assigned", "task_accepted", "task_progress", "task_completed",
     "task_failed", "task_reclaimed", "task_rejected", "task_dead_letter", "task_requeued",
+    "task_cancelled",
     "agent_joined", "agent_left", "agent_state", "message_sent", "channel_published",
   ];
   const PAGE_SIZE = 1000;
@@ -29,6 +30,12 @@
   const MINUTE_MS = 60 * 1000;
   const DETAIL_FETCHES = 4; // task descriptions fetched at once, for tasks queued after load
   const DETAIL_QUEUE_MAX = 200;
+  const CONFIRM_MS = 4000; // how long a Cancel button waits for its second click
+  const FINISHED_WORDS = {
+    completed: "completed",
+    dead_letter: "in the dead letter",
+    cancelled: "cancelled",
+  };
 
   // What the page knows. Counts in the header are derived from these sets,
   // so replaying an event the state already reflects changes nothing.
@@ -40,6 +47,7 @@
     moreTasks: false,
     moreDead: false,
     completed: new Map(), // "task_id/generation" -> timestamp, seen in events, last hour
+    cancelled: new Map(), // task_id -> timestamp, seen in events (or a 200 to this page), last hour
     depth: [], // [timestamp, queued] samples, last hour
     feed: [],
     analytics: null, // Map agent_id -> row, or null when the hub has no analytics
@@ -68,6 +76,10 @@
   let buffered = [];
   const detailQueue = [];
   let detailRunning = 0;
+  // One Cancel button per drawn task, kept across redraws: the work table is
+  // redrawn on every event, and a new button each time would lose a pending
+  // confirmation, a pending request, or a click landing mid-redraw.
+  const cancelButtons = new Map();
 
   const $ = (id) => document.getElementById(id);
 
@@ -187,10 +199,11 @@
   // --- HTTP -------------------------------------------------------------------
 
   class ApiError extends Error {
-    constructor(status, error) {
+    constructor(status, error, data) {
       super(`${status} ${error}`);
       this.status = status;
       this.error = error;
+      this.data = data; // the whole reply body, or null
     }
   }
 
@@ -210,7 +223,7 @@
     }
     if (!response.ok) {
       const error = data && typeof data.error === "string" ? data.error : response.statusText;
-      throw new ApiError(response.status, error);
+      throw new ApiError(response.status, error, data);
     }
     return data;
   }
@@ -590,6 +603,9 @@
         schedule("work", "dead", "header", "chart");
         break;
       }
+      case "task_cancelled":
+        forgetCancelled(event.task_id, at);
+        break;
       case "task_requeued": {
         const known = task(event.task_id);
         known.status = "queued";
@@ -647,6 +663,13 @@
     if (state.feed.length > FEED_MAX) state.feed.shift();
     sampleDepth(false);
     schedule("feed");
+  }
+
+  // Cancelled is final: the task leaves the work views for good.
+  function forgetCancelled(taskId, at) {
+    state.tasks.delete(taskId);
+    if (!state.cancelled.has(taskId)) state.cancelled.set(taskId, at);
+    schedule("work", "header", "chart");
   }
 
   // The 24-hour columns come from the analytics route at load; events since
@@ -751,19 +774,30 @@
       (state.moreTasks ? ` (shown: the oldest; ${queuedAtLoad} queued at load)` : "");
 
     const hourAgo = Date.now() - HOUR_MS;
-    let done = 0;
-    for (const [key, at] of state.completed) {
-      if (at < hourAgo) state.completed.delete(key);
-      else done += 1;
-    }
-    $("completed-hour").textContent = String(done);
-    $("completed-label").textContent = state.loadedAt > hourAgo
-      ? `Completed since ${clock(state.loadedAt)}`
-      : "Completed, last hour";
+    const span = state.loadedAt > hourAgo ? ` since ${clock(state.loadedAt)}` : ", last hour";
+    $("completed-hour").textContent = String(lastHour(state.completed, hourAgo));
+    $("completed-label").textContent = `Completed${span}`;
+    $("cancelled-hour").textContent = String(lastHour(state.cancelled, hourAgo));
+    $("cancelled-label").textContent = `Cancelled${span}`;
+    // Counted from events, like Completed; the hub's total at load is a hint.
+    const cancelledAtLoad = stats.by_status ? stats.by_status.cancelled : undefined;
+    $("cancelled-hour").title = typeof cancelledAtLoad === "number"
+      ? `${cancelledAtLoad} cancelled in all when the page loaded`
+      : "";
     $("dead-count").textContent = state.moreDead
       ? `${stats.dead_letter} at load`
       : String(state.deadLetter.size);
     $("live-status").textContent = state.live === "up" ? "live" : text(state.live);
+  }
+
+  // How many of `seen` (key -> timestamp) are from the last hour; older ones go.
+  function lastHour(seen, hourAgo) {
+    let count = 0;
+    for (const [key, at] of seen) {
+      if (at < hourAgo) seen.delete(key);
+      else count += 1;
+    }
+    return count;
   }
 
   function renderAgents() {
@@ -842,8 +876,13 @@
         el("td", { class: "id", text: text(known.assigned_to) }),
         ageCell(known.created_at),
         el("td", null, progressBar(known)),
+        el("td", null, cancelButton(known.id)),
       );
     });
+    const drawn = new Set(shown.map((known) => known.id));
+    for (const taskId of cancelButtons.keys()) {
+      if (!drawn.has(taskId)) cancelButtons.delete(taskId);
+    }
     replaceRows($("work").tBodies[0], rows);
     $("work-empty").hidden = rows.length > 0;
     const hidden = tasks.length - shown.length;
@@ -1049,6 +1088,73 @@
         askForToken("The hub refused this token.");
       } else {
         say(message, `Retry of ${taskId} failed: ${error.message}`, true);
+      }
+    }
+  }
+
+  // Two clicks cancel a task: the first turns the button into "Confirm
+  // cancel" for CONFIRM_MS, the second sends the request. No window.confirm:
+  // it blocks the page (and the event stream) while it is open.
+  function cancelButton(taskId) {
+    const known = cancelButtons.get(taskId);
+    if (known) return known;
+    const button = el("button", { type: "button", class: "cancel", text: "Cancel" });
+    let confirmTimer = null;
+    const settle = (label) => {
+      window.clearTimeout(confirmTimer);
+      confirmTimer = null;
+      button.textContent = label;
+      button.classList.remove("confirm");
+    };
+    button.addEventListener("click", () => {
+      if (confirmTimer === null) {
+        button.textContent = "Confirm cancel";
+        button.classList.add("confirm");
+        confirmTimer = window.setTimeout(() => settle("Cancel"), CONFIRM_MS);
+        return;
+      }
+      settle("Cancelling…");
+      cancel(taskId, button);
+    });
+    cancelButtons.set(taskId, button);
+    return button;
+  }
+
+  async function cancel(taskId, button) {
+    const message = $("work-message");
+    const reason = $("cancel-reason").value.trim();
+    button.disabled = true;
+    try {
+      const reply = await api(
+        "POST",
+        `/api/tasks/${encodeURIComponent(taskId)}/cancel`,
+        reason ? { reason } : undefined,
+      );
+      say(message, `Task ${taskId} is cancelled (it was ${text(reply.previous_status)}).`, false);
+      // The task_cancelled event says the same; this page need not wait for it.
+      forgetCancelled(taskId, Date.now());
+    } catch (error) {
+      const finished = error instanceof ApiError && error.status === 409 && error.data
+        ? error.data.status
+        : undefined;
+      if (typeof finished === "string") {
+        // The hub is past this row: the button says what the task became
+        // until the stream's event takes the row away.
+        const words = FINISHED_WORDS[finished] || text(finished);
+        button.textContent = `Already ${words}`;
+        say(message, `Not cancelled: task ${taskId} is already ${words}.`, true);
+        return;
+      }
+      button.disabled = false;
+      button.textContent = "Cancel";
+      if (error instanceof ApiError && error.status === 403) {
+        say(message, `Not allowed: this token may not cancel ${taskId} (a viewer token only reads; an agent token cancels only the tasks it submitted). Use an admin token or the submitter's.`, true);
+      } else if (error instanceof ApiError && error.status === 404) {
+        say(message, `Gone: ${taskId} is not a task this token can see.`, true);
+      } else if (error instanceof ApiError && error.status === 401) {
+        askForToken("The hub refused this token.");
+      } else {
+        say(message, `Cancel of ${taskId} failed: ${error.message}`, true);
       }
     }
   }

@@ -183,6 +183,8 @@ def test_screenshot(page: Dashboard, tmp_path: Path) -> None:
         builder = hub.agent("dave", ["build"], name="Dave")
         failed = hub.submit("Build the release wheel", needed_capabilities=["build"], max_retries=0)
         fail_to_dead_letter(builder, failed, "exit 2: tests/unit/test_timers.py failed")
+        dropped = hub.submit("Port the dashboard to a framework", needed_capabilities=["js"])
+        hub.api("POST", f"/api/tasks/{dropped}/cancel", {"reason": "plain JS it stays"})
         hub.submit("Train the ranking model", priority="urgent", needed_capabilities=["gpu"])
         hub.submit("Render the architecture diagram", needed_capabilities=["gpu"])
 
@@ -193,6 +195,7 @@ def test_screenshot(page: Dashboard, tmp_path: Path) -> None:
             look=lambda: page.rows("work"),
         )
         page.wait_for(lambda: page.text("completed-hour") == "3", "three completed")
+        page.wait_for(lambda: page.text("cancelled-hour") == "1", "one cancelled")
         page.wait_for(lambda: page.row("dead", failed), "the failed build in the dead letter")
         path = os.environ.get("AGENTCOM_SCREENSHOT")
         target = Path(path) if path else tmp_path / "dashboard.png"
@@ -214,7 +217,17 @@ def test_a_task_appears_is_assigned_moves_its_progress_bar_and_completes_live(
     loads = page.counters()["stateLoads"]
 
     def work_row(what: str, **expected: str) -> dict[str, Any]:
-        columns = ("task", "description", "lane", "needs", "status", "holder", "age", "progress")
+        columns = (
+            "task",
+            "description",
+            "lane",
+            "needs",
+            "status",
+            "holder",
+            "age",
+            "progress",
+            "action",
+        )
 
         def check() -> dict[str, Any] | None:
             row = page.row("work", task_id)
@@ -449,3 +462,188 @@ def test_a_burst_of_work_is_counted_exactly_from_the_stream(page: Dashboard) -> 
     finally:
         for agent in agents:
             agent.stop()
+
+
+# --- cancelling a task (issue 12) ---------------------------------------------------------
+
+# Injected before the page's own script: while window.__eventsHeld is true, the
+# page's named stream events are dropped, so its rows go stale on purpose.
+HOLD_EVENTS_JS = """
+window.__eventsHeld = false;
+const RealEventSource = window.EventSource;
+window.EventSource = class extends RealEventSource {
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, (message) => { if (!window.__eventsHeld) listener(message); }, options);
+  }
+};
+"""
+
+
+def cancel_button(page: Dashboard, task_id: str) -> Any:
+    return page.driver.find_element(
+        "css selector", f'#work tr[data-task-id="{task_id}"] button.cancel'
+    )
+
+
+def button_label(page: Dashboard, task_id: str) -> str | None:
+    label: str | None = page.js(
+        "const b = document.querySelector("
+        "'#work tr[data-task-id=\"' + arguments[0] + '\"] button.cancel');"
+        " return b ? b.innerText + (b.disabled ? ' (disabled)' : '') : null",
+        task_id,
+    )
+    return label
+
+
+def click_cancel_and_confirm(page: Dashboard, task_id: str) -> None:
+    cancel_button(page, task_id).click()
+    page.wait_for(
+        lambda: button_label(page, task_id) == "Confirm cancel",
+        "the button asking for confirmation",
+        look=lambda: button_label(page, task_id),
+    )
+    cancel_button(page, task_id).click()
+
+
+def live_page(page: Dashboard, token: str) -> None:
+    page.open_loaded(token)
+    page.wait_for(lambda: page.text("hub-status") == "up, live", "a live event stream")
+
+
+def test_cancel_a_queued_task_from_the_page(page: Dashboard) -> None:
+    hub = page.hub
+    task_id = hub.submit("nobody can do this", needed_capabilities=["nobody"])
+    live_page(page, hub.admin_token)
+    row = page.wait_for(lambda: page.row("work", task_id), "the queued task")
+    assert row["cells"][8] == "Cancel"
+    assert page.text("cancelled-hour") == "0"
+
+    # One click only asks; unanswered, the question goes away and nothing changed.
+    cancel_button(page, task_id).click()
+    assert button_label(page, task_id) == "Confirm cancel"
+    page.wait_for(
+        lambda: button_label(page, task_id) == "Cancel",
+        "the confirmation running out",
+        look=lambda: button_label(page, task_id),
+    )
+    assert hub.api("GET", f"/api/tasks/{task_id}").body["status"] == "queued"
+
+    page.driver.find_element("id", "cancel-reason").send_keys("<b>not needed</b>")
+    cancel_button(page, task_id).click()
+    # A task queued meanwhile redraws the table: the question stays.
+    other = hub.submit("queued meanwhile", needed_capabilities=["nobody"])
+    page.wait_for(lambda: page.row("work", other), "the other task drawn")
+    assert button_label(page, task_id) == "Confirm cancel"
+    cancel_button(page, task_id).click()
+    page.wait_for(lambda: page.row("work", task_id) is None, "the task leaving the work table")
+    assert page.text("work-message") == f"Task {task_id} is cancelled (it was queued)."
+    task = hub.api("GET", f"/api/tasks/{task_id}").body
+    assert task["status"] == "cancelled"
+    assert task["history"][-1]["details"]["reason"] == "<b>not needed</b>"
+    page.wait_for(lambda: page.text("cancelled-hour") == "1", "one cancelled in the header")
+    assert page.text("queued-lanes") == "urgent 0 · high 0 · normal 1 · low 0"
+    item = page.wait_for(lambda: feed(page, "task_cancelled"), "task_cancelled in the feed")
+    assert task_id in item[0] and "reason=<b>not needed</b>" in item[0]
+    assert "previous_status=queued" in item[0] and "cancelled_by=operator" in item[0]
+    assert page.js("return document.querySelectorAll('#feed b').length") == 0
+    assert console_errors(page) == []
+
+
+def test_cancel_an_assigned_task_from_the_page_tells_its_holder(page: Dashboard) -> None:
+    hub = page.hub
+    worker = hub.agent("bob", ["build"])
+    task_id = hub.submit("a long build", needed_capabilities=["build"])
+    worker.recv("task_assign", task_id=task_id)
+    live_page(page, hub.admin_token)
+    page.wait_for(
+        lambda: (row := page.row("work", task_id)) and row["cells"][4:6] == ["assigned", "bob"],
+        "the task assigned to bob",
+        look=lambda: page.row("work", task_id),
+    )
+
+    click_cancel_and_confirm(page, task_id)  # no reason given
+    told = worker.recv("task_cancelled", task_id=task_id)
+    assert told["reason"] == "cancelled"
+    page.wait_for(lambda: page.row("work", task_id) is None, "the task leaving the work table")
+    assert page.text("work-message") == f"Task {task_id} is cancelled (it was assigned)."
+    assert hub.api("GET", f"/api/tasks/{task_id}").body["status"] == "cancelled"
+    page.wait_for(
+        lambda: (row := page.row("agents", "bob")) and row["cells"][2:4] == ["idle", "—"],
+        "bob idle again",
+        look=lambda: page.row("agents", "bob"),
+    )
+    item = page.wait_for(lambda: feed(page, "task_cancelled"), "task_cancelled in the feed")
+    assert "agent_id=bob" in item[0] and "previous_status=assigned" in item[0]
+
+
+def test_cancel_with_a_viewer_token_says_it_is_not_allowed(page: Dashboard) -> None:
+    hub = page.hub
+    task_id = hub.submit("nobody can do this", needed_capabilities=["nobody"])
+    live_page(page, hub.viewer_token)
+    page.wait_for(lambda: page.row("work", task_id), "the queued task")
+
+    click_cancel_and_confirm(page, task_id)
+    page.wait_for(lambda: page.visible("work-message"), "a message about the refused cancel")
+    assert page.text("work-message").startswith(f"Not allowed: this token may not cancel {task_id}")
+    page.wait_for(lambda: button_label(page, task_id) == "Cancel", "the button back, enabled")
+    assert page.row("work", task_id) is not None
+    assert hub.api("GET", f"/api/tasks/{task_id}").body["status"] == "queued"
+    assert page.text("cancelled-hour") == "0"
+
+
+def test_a_cancel_by_another_client_updates_the_page(page: Dashboard) -> None:
+    hub = page.hub
+    kept = hub.submit("stays", needed_capabilities=["nobody"])
+    gone = hub.submit("called off elsewhere", needed_capabilities=["nobody"])
+    live_page(page, hub.viewer_token)
+    page.wait_for(lambda: len(page.rows("work")) == 2, "both tasks")
+    page.mark_page()
+    loads = page.counters()["stateLoads"]
+
+    reply = hub.api("POST", f"/api/tasks/{gone}/cancel", {"reason": "<i>superseded</i>"})
+    assert reply.status == 200, reply
+    page.wait_for(lambda: page.row("work", gone) is None, "the cancelled task leaving the page")
+    assert [row["key"] for row in page.rows("work")] == [kept]
+    page.wait_for(lambda: page.text("cancelled-hour") == "1", "one cancelled in the header")
+    assert page.text("queued-lanes") == "urgent 0 · high 0 · normal 1 · low 0"
+    item = page.wait_for(lambda: feed(page, "task_cancelled"), "task_cancelled in the feed")
+    assert gone in item[0] and "reason=<i>superseded</i>" in item[0]
+    assert page.js("return document.querySelectorAll('#feed i').length") == 0
+    assert page.same_page() and page.counters()["stateLoads"] == loads
+
+
+def test_with_the_stream_held_the_page_goes_by_the_answer_to_its_cancel(
+    page: Dashboard,
+) -> None:
+    """No event reaches the page: a 200 takes the row away by itself, and a 409
+    says what the task already became."""
+    hub = page.hub
+    worker = hub.agent("bob", ["build"])
+    done = hub.submit("a quick build", needed_capabilities=["build"])
+    assign = worker.recv("task_assign", task_id=done)
+    queued = hub.submit("nobody can do this", needed_capabilities=["nobody"])
+    page.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_EVENTS_JS})
+    live_page(page, hub.admin_token)
+    page.wait_for(lambda: len(page.rows("work")) == 2, "the assigned and the queued task")
+    page.js("window.__eventsHeld = true")
+
+    click_cancel_and_confirm(page, queued)
+    page.wait_for(lambda: page.row("work", queued) is None, "the cancelled task leaving the page")
+    assert page.text("work-message") == f"Task {queued} is cancelled (it was queued)."
+    page.wait_for(lambda: page.text("cancelled-hour") == "1", "one cancelled in the header")
+
+    complete = {"type": "task_complete", "task_id": done, "generation": assign["generation"]}
+    worker.send({**complete, "result": {}})
+    worker.recv("task_ack", task_id=done, status="complete")
+    assert page.row("work", done) is not None  # stale: the page did not hear of it
+
+    click_cancel_and_confirm(page, done)
+    page.wait_for(
+        lambda: page.text("work-message").startswith("Not cancelled"),
+        "a message about the refused cancel",
+        look=lambda: page.text("work-message"),
+    )
+    assert page.text("work-message") == f"Not cancelled: task {done} is already completed."
+    assert button_label(page, done) == "Already completed (disabled)"
+    assert hub.api("GET", f"/api/tasks/{done}").body["status"] == "completed"
+    assert feed(page, "task_cancelled") == []  # every event was held
