@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     mailbox.add_argument("--since", type=int, metavar="SEQ")
     mailbox.add_argument("--limit", type=int)
 
+    thread = command(commands, "thread", run_thread, "the reply tree that holds a message")
+    thread.add_argument("message_id", metavar="MESSAGE_ID")
+
     channels = commands.add_parser("channel", help="create, list, subscribe, publish, history")
     channel_actions = channels.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = command(channel_actions, "create", run_channel_create, "create a channel")
@@ -428,6 +431,25 @@ def run_mailbox(hub: Client, args: argparse.Namespace, settings: Settings) -> Sh
         body["acked_up_to"] = hub.ack(agent_id, box.last_seq)
         text.append(f"acknowledged up to seq {body['acked_up_to']}")
     return Shown(body, text)
+
+
+def run_thread(hub: Client, args: argparse.Namespace, settings: Settings) -> Shown:
+    thread = hub.thread(args.message_id)
+    rows = [
+        (
+            message.id,
+            message.reply_to or "-",
+            when(message.timestamp),
+            message.sender,
+            message.to or "(all)",
+            _cut(_payload_text(message.payload), 50),
+        )
+        for message in thread.messages
+    ]
+    text = table(("MESSAGE", "REPLY_TO", "WHEN", "FROM", "TO", "PAYLOAD"), rows)
+    if thread.truncated:
+        text.append("… and more: the hub returns at most 1,000 messages of a thread")
+    return Shown(thread.raw, text)
 
 
 def _payload_text(payload: Any) -> str:

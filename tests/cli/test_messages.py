@@ -78,3 +78,19 @@ def test_channels_create_list_subscribe_publish_history(cli: Cli, hub: LiveHub) 
     assert re.fullmatch(r"1\s+\S+ \S+\s+submitter\s+chat\s+main is green", history[1])
     as_json = cli.json("channel", "history", "builds", "--since", "1", AGENTCOM_TOKEN=bob)
     assert as_json == {"messages": [], "count": 0}
+
+
+def test_thread_shows_the_request_and_its_reply(cli: Cli, hub: LiveHub) -> None:
+    bob = hub.thread.create_token("bob")
+    request = cli.ok("send", "bob", "can you?").strip()
+    reply = cli.ok("send", "submitter", "on it", "--reply-to", request, AGENTCOM_TOKEN=bob).strip()
+    lines = cli.ok("thread", reply).splitlines()
+    assert lines[0].split() == ["MESSAGE", "REPLY_TO", "WHEN", "FROM", "TO", "PAYLOAD"]
+    assert re.fullmatch(rf"{request}\s+-\s+\S+ \S+\s+submitter\s+bob\s+can you\?", lines[1])
+    assert re.fullmatch(rf"{reply}\s+{request}\s+\S+ \S+\s+bob\s+submitter\s+on it", lines[2])
+    assert cli.json("thread", request)["root"] == request
+    missing = cli("thread", "0000000000000000")
+    assert (missing.returncode, missing.stderr) == (
+        EXIT_NOT_FOUND,
+        "agentcom: not found: message_not_found\n",
+    )
