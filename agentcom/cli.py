@@ -574,7 +574,7 @@ def _failure(error: AgentcomError, settings: Settings) -> tuple[int, str]:
             f"unauthorized: {given} (--token, AGENTCOM_TOKEN or the config file)"
         )
     if isinstance(error, Forbidden):
-        return EXIT_FORBIDDEN, "forbidden: this token's role may not do that"
+        return EXIT_FORBIDDEN, "forbidden: this token may not do that"
     if isinstance(error, NotFound):
         return EXIT_NOT_FOUND, f"not found: {error}"
     if isinstance(error, HubUnavailable):
@@ -616,10 +616,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as error:
         print(f"agentcom: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if args.json:
-        print(json.dumps(shown.data, ensure_ascii=False))
-    else:
-        print("\n".join(shown.text))
+    try:
+        print(json.dumps(shown.data, ensure_ascii=False) if args.json else "\n".join(shown.text))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (``agentcom task list | head``): nothing more to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if shown.problem:
         print(f"agentcom: {shown.problem}", file=sys.stderr)
     return shown.status

@@ -50,7 +50,7 @@ def test_another_agents_mailbox_exits_forbidden(cli: Cli, hub: LiveHub) -> None:
     hub.thread.create_token("bob")
     done = cli("mailbox", "bob")
     assert done.returncode == EXIT_FORBIDDEN
-    assert done.stderr == "agentcom: forbidden: this token's role may not do that\n"
+    assert done.stderr == "agentcom: forbidden: this token may not do that\n"
 
 
 def test_send_to_nobody_exits_not_found(cli: Cli) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentcom.cli import EXIT_REFUSED, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE
+from agentcom.client import Client
 from tests.cli.conftest import Cli
 from tests.integration.conftest import LiveHub
 from tests.integration.helpers import new_token
@@ -118,3 +119,17 @@ def test_the_agentcom_script_is_installed() -> None:
     assert script.exists() and os.stat(script).st_mode & stat.S_IXUSR
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "task" in done.stdout and "watch" in done.stdout
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(cli: Cli, hub: LiveHub) -> None:
+    with Client(hub.http_url, hub.token) as client:  # ~100 KB of table: more than a pipe holds
+        client.submit_many([f"task {n} " + "x" * 60 for n in range(1_000)])
+    done = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m agentcom task list --limit 1000 | head -1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli.env,
+    )
+    assert done.stdout.split() == ["TASK", "STATUS", "PRIORITY", "AGENT", "CREATED", "DESCRIPTION"]
+    assert done.stderr == ""
