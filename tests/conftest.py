@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from simulator.scratch_database import scratch_database
 from tests.integration.helpers import ClientLoop
 from tests.pg_server import (
     PostgresServer,
     PostgresUnavailable,
-    fresh_database,
     require_psycopg,
     running_server,
 )
@@ -90,7 +90,7 @@ def new_store_url(store_kind: str, request: pytest.FixtureRequest) -> Iterator[N
             if store_kind == "sqlite":
                 return None
             server: str = request.getfixturevalue("postgres_server")
-            return databases.enter_context(fresh_database(server))
+            return databases.enter_context(scratch_database(server, "test"))
 
         yield new
 

@@ -13,9 +13,12 @@ end: ``pg_ctl stop -m fast`` and the temp dir is removed.
 With ``AGENTCOM_TEST_POSTGRES`` set to a DSN (a role that may create
 databases), that server is used as it is and nothing is started.
 
-``fresh_database`` creates a database with a unique name on the server and
-drops it afterwards (``WITH (FORCE)``: a hub killed mid-test may leave
-connections behind), so no two hubs share a schema.
+Each hub then gets a database of its own on it
+(``simulator.scratch_database``, which the benchmark uses too), so no two hubs
+share a schema.
+
+A test that stops and starts the server under a hub (``halt``, ``launch``)
+runs one of its own.
 
 For development, ``python -m tests.pg_server`` starts a server, prints its DSN
 and runs until Ctrl-C.
@@ -34,7 +37,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -89,12 +91,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def with_database(dsn: str, database: str) -> str:
-    """``dsn`` with its path (the database name) replaced."""
-    parts = urllib.parse.urlsplit(dsn)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(database)))
 
 
 class PostgresServer:
@@ -248,24 +244,6 @@ def running_server() -> Iterator[str]:
         return
     with PostgresServer() as dsn:
         yield dsn
-
-
-@contextlib.contextmanager
-def fresh_database(server_dsn: str, label: str = "test") -> Iterator[str]:
-    """A new, empty database on the server (dropped at the end); its DSN."""
-    import psycopg
-    from psycopg import sql
-
-    name = f"agentcom_{label}_{secrets.token_hex(6)}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_database(server_dsn, name)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def main() -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from simulator.scratch_database import scratch_database
 from tests.pg_server import (
     EXTERNAL_SERVER_ENV,
     SERVER_USER,
     PostgresServer,
-    fresh_database,
     running_server,
 )
 from tests.unavailable import unavailable
@@ -95,12 +95,15 @@ def test_stop_removes_the_server_and_its_dir(private_postgres: PostgresServer) -
     assert refused(dsn)
 
 
-def test_each_fresh_database_is_empty_and_dropped_even_with_a_connection_left_open(
+def test_each_scratch_database_is_empty_and_dropped_even_with_a_connection_left_open(
     postgres_server: str,
 ) -> None:
     import psycopg
 
-    with fresh_database(postgres_server) as first, fresh_database(postgres_server) as second:
+    with (
+        scratch_database(postgres_server, "test") as first,
+        scratch_database(postgres_server, "test") as second,
+    ):
         assert first != second
         query(first, "CREATE TABLE tasks (id text)")
         tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"

@@ -1,4 +1,14 @@
-"""A real hub per test (``HubThread`` on a free port) and clients that speak to it."""
+"""A real hub per test (``HubThread`` on a free port) and clients that speak to it.
+
+Every hub here keeps its tasks, tokens and messages in a store, so every test
+that starts one runs twice: ``[sqlite]`` and ``[postgresql]`` (``store_url``,
+tests/conftest.py). That is the whole integration suite but the few tests that
+start no hub, or are about SQLite's files (``@pytest.mark.stores("sqlite")``).
+On PostgreSQL each hub has a database of its own.
+
+A hub run as a process (``processes``) and the token CLI (``token_cli``)
+find the test's store in ``AGENTCOM_STORE`` (``store_in_env``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ import pytest
 
 from agentcom.config import HubConfig
 from agentcom.hub import HubThread
+from tests.conftest import NewStoreUrl
 from tests.integration.helpers import ClientLoop, HubProcess, Reply, WsAgent, http
 
 # Long by default so that no timer fires in a test that is not about it.
@@ -27,6 +38,7 @@ class LiveHub:
     """One running hub with a submitter token, an admin token and agent connections."""
 
     def __init__(self, data_dir: Path, clients: ClientLoop, **settings: Any) -> None:
+        """``settings``: HubConfig's, ``store`` among them (default: SQLite in ``data_dir``)."""
         config = HubConfig(
             host="127.0.0.1", port=0, data_dir=data_dir, **{**QUIET_TIMING, **settings}
         )
@@ -80,12 +92,31 @@ class LiveHub:
 
 
 @pytest.fixture
-def make_hub(tmp_path: Path, clients: ClientLoop) -> Iterator[Any]:
-    """``make_hub(acceptance_timeout_ms=300, ...)``: a hub with other settings (HubConfig)."""
+def store_in_env(store_url: str | None, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The test's store, also in ``AGENTCOM_STORE`` for the processes it runs.
+
+    A hub process and the token CLI find it there, as an operator points both
+    at one store. SQLite needs nothing: it is the data dir they are given.
+    """
+    if store_url is not None:
+        monkeypatch.setenv("AGENTCOM_STORE", store_url)
+    return store_url
+
+
+@pytest.fixture
+def make_hub(
+    tmp_path: Path, clients: ClientLoop, store_in_env: str | None, new_store_url: NewStoreUrl
+) -> Iterator[Any]:
+    """``make_hub(acceptance_timeout_ms=300, ...)``: a hub with other settings (HubConfig).
+
+    The first hub is on the test's store (``token_cli`` reaches it), each other
+    one on a store of its own.
+    """
     hubs: list[LiveHub] = []
 
     def make(**settings: Any) -> LiveHub:
-        hub = LiveHub(tmp_path / f"hub{len(hubs)}", clients, **settings)
+        store = new_store_url() if hubs else store_in_env
+        hub = LiveHub(tmp_path / f"hub{len(hubs)}", clients, **{"store": store, **settings})
         hubs.append(hub)
         return hub
 
@@ -101,8 +132,11 @@ def hub(make_hub: Any) -> LiveHub:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[HubProcess]]:
-    """Append each ``HubProcess`` a test starts: every one is killed at its end."""
+def processes(store_in_env: str | None) -> Iterator[list[HubProcess]]:
+    """Append each ``HubProcess`` a test starts: every one is killed at its end.
+
+    They run on the test's store: a test's processes are one hub, restarted.
+    """
     started: list[HubProcess] = []
     yield started
     for process in started:

@@ -84,16 +84,16 @@ def test_a_bad_key_is_400_and_queues_nothing(hub, key):
     assert task_count(hub) == 0
 
 
-def test_keys_survive_a_restart(tmp_path, clients):
+def test_keys_survive_a_restart(tmp_path, clients, store_in_env):
     data_dir = tmp_path / "hub"
-    hub = LiveHub(data_dir, clients)
+    hub = LiveHub(data_dir, clients, store=store_in_env)
     try:
         first = post(hub, "across-restarts")
         assert first.status == 201
     finally:
         hub.close()
 
-    hub = LiveHub(data_dir, clients)  # a new token for the same agent id, "submitter"
+    hub = LiveHub(data_dir, clients, store=store_in_env)  # a new token, same agent id
     try:
         again = post(hub, "across-restarts")
         assert (again.status, again.body) == (200, first.body)

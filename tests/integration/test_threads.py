@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import closing
 from urllib.parse import quote
 
 import pytest
 
-from agentcom.store import MESSAGES_DB
 from tests.integration.helpers import now_ms
 from tests.integration.messaging_helpers import (
     channel_post,
@@ -117,7 +115,7 @@ def test_a_reply_to_loop_ends_the_walk(hub):
     first = send(hub, alice, {"t": "first"}, to="bob")
     second = send(hub, bob, {"t": "second"}, to="alice", reply_to=first)
     third = send(hub, alice, {"t": "third"}, to="bob", reply_to=second)
-    with closing(sqlite3.connect(hub.data_dir / MESSAGES_DB)) as db, db:
+    with closing(hub.thread.hub.stores.connect("messages")) as db:
         db.execute("UPDATE messages SET reply_to = ? WHERE id = ?", (third, first))
 
     for route in ("/api/threads/{}", "/api/threads/{}/root", "/api/threads/{}/replies"):

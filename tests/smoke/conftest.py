@@ -1,7 +1,8 @@
 """Setup for the smoke suite: a fresh real hub per test, tokens, simulated agents.
 
-Each test gets its own hub on a free port with its own data directory and
-tokens, so tests share nothing and pass alone or together. Teardown stops the
+Each test gets its own hub on a free port with its own data directory (or,
+on PostgreSQL, database) and tokens, so tests share nothing and pass alone or
+together. Every test runs on both stores, ``[sqlite]`` and ``[postgresql]``. Teardown stops the
 agents first, then the hub.
 
 Every hub timer is set long. Recovery in these tests must come from events (a
@@ -22,11 +23,12 @@ from tests.smoke.helpers.agents import AgentPool
 
 
 @pytest.fixture
-def hub_config(tmp_path: Path) -> HubConfig:
+def hub_config(tmp_path: Path, store_url: str | None) -> HubConfig:
     return HubConfig(
         host="127.0.0.1",
         port=0,
         data_dir=tmp_path,
+        store=store_url,
         acceptance_timeout_ms=60_000,
         stuck_threshold_ms=600_000,
         sweep_interval_ms=600_000,
