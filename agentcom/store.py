@@ -669,13 +669,15 @@ class TokenStore:
     def close(self) -> None:
         self._conn.close()
 
-    def data_version(self) -> int:
+    def data_version(self, *, exact: bool = False) -> int:
         """Changes when another connection (the ``token`` CLI) commits tokens.
 
-        SQLite counts commits to the file in memory; PostgreSQL announces them
-        (a trigger ``NOTIFY``s) and the connection counts what it heard.
+        SQLite counts commits to the file in memory, exactly. PostgreSQL
+        announces them (a trigger ``NOTIFY``s) and the connection counts what
+        it heard, which may lag a commit by a moment unless ``exact`` (a round
+        trip) is asked for.
         """
         if isinstance(self._conn, sqlite3.Connection):
             row = self._conn.execute("PRAGMA data_version").fetchone()
             return int(row[0])
-        return cast(WatchesTokens, self._conn).token_version()
+        return cast(WatchesTokens, self._conn).token_version(exact=exact)

@@ -47,8 +47,12 @@ class TokenRegistry(HubActor):
         self._db.close()
 
     def snapshot(self) -> dict[str, TokenInfo]:
-        """Every token by hash, as the HTTP layer checks them (``http.auth``)."""
-        self._reload_if_changed()
+        """Every token by hash, as the HTTP layer checks them (``http.auth``).
+
+        Asked for when the HTTP layer saw a change: the change must be in it,
+        though PostgreSQL's notice of it may not have reached this connection yet.
+        """
+        self._reload_if_changed(exact=True)
         return dict(self._by_hash)
 
     def create(self, agent_id: str, role: str) -> str:
@@ -62,7 +66,7 @@ class TokenRegistry(HubActor):
         return token
 
     def list_tokens(self) -> list[dict[str, Any]]:
-        self._reload_if_changed()
+        self._reload_if_changed(exact=True)
         return [
             {"agent_id": info.agent_id, "role": info.role, "token_prefix": info.token_prefix}
             for info in self._by_hash.values()
@@ -78,8 +82,8 @@ class TokenRegistry(HubActor):
         log.info("tokens_revoked", agent_id=agent_id, count=revoked)
         return revoked
 
-    def _reload_if_changed(self) -> None:
-        version = self._tokens.data_version()
+    def _reload_if_changed(self, *, exact: bool = False) -> None:
+        version = self._tokens.data_version(exact=exact)
         if version != self._seen_version:
             self._by_hash = self._tokens.all()
             self._seen_version = version

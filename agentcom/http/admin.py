@@ -25,5 +25,5 @@ class TokenHandler(BaseHandler):
         if not await self.ask(self.services.tokens.revoke(agent_id)):
             raise HttpError(404, "token_not_found")
         # Close the agent's sockets before answering, not at the next token check.
-        await self.services.token_check.refresh()
+        await self.services.token_check.refresh(exact=True)
         self.send_json({"status": "revoked"})

@@ -50,11 +50,20 @@ class TokenCheck:
 
     async def verify(self, token: str) -> TokenInfo | None:
         await self.refresh()
-        return self._snapshot.get(hash_token(token))
+        token_hash = hash_token(token)
+        if token_hash not in self._snapshot:
+            # Unknown: maybe made a moment ago, and PostgreSQL's notice of it is
+            # still on its way. Looking again costs an unknown token a round trip.
+            await self.refresh(exact=True)
+        return self._snapshot.get(token_hash)
 
-    async def refresh(self) -> None:
-        """Take a new snapshot if the token file changed since the last one."""
-        version = self._watch.data_version()
+    async def refresh(self, *, exact: bool = False) -> None:
+        """Take a new snapshot if tokens changed since the last one.
+
+        ``exact``: count every change committed before the call, even one whose
+        notice has not reached this connection yet (PostgreSQL: a round trip).
+        """
+        version = self._watch.data_version(exact=exact)
         if version == self._version:
             return
         # Read before asking: a change that lands meanwhile moves the

@@ -51,7 +51,7 @@ class Connection(Protocol):
 class WatchesTokens(Protocol):
     """A connection that tells when tokens changed (SQLite has ``PRAGMA data_version``)."""
 
-    def token_version(self) -> int: ...
+    def token_version(self, *, exact: bool = False) -> int: ...
 
 
 class Stores(Protocol):

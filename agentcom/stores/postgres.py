@@ -131,14 +131,21 @@ class PostgresConnection:
             self._conn.close()
             self._conn = None
 
-    def token_version(self) -> int:
+    def token_version(self, *, exact: bool = False) -> int:
         """Counts the token changes announced (``NOTIFY``) since this connection listens.
+
+        What has arrived is counted without a round trip. A commit's
+        ``NOTIFY`` reaches listeners a moment after the commit returns, so
+        ``exact`` first makes a round trip, after which every change committed
+        before the call is counted.
 
         Never raises: while the server is away the count stands still, and a
         reconnect counts as a change (what was announced meanwhile was missed).
         """
         try:
             conn = self._usable()
+            if exact:
+                conn.execute("SELECT 1")
             for _ in conn.notifies(timeout=0):
                 self._token_version += 1
         except StoreUnavailable:
