@@ -1,8 +1,10 @@
 """MessageStore: every query that runs per message finds its rows through an index.
 
-Each operation runs against a store holding some of everything; every statement
-it sends to SQLite is recorded and then explained (``EXPLAIN QUERY PLAN``). A
-plan that SCANs a table (or a whole index) fails, naming the statement.
+Each operation runs against a store holding some of everything, on each store;
+every statement it sends is recorded and then explained. On SQLite
+(``EXPLAIN QUERY PLAN``) a plan that SCANs a table (or a whole index) fails;
+on PostgreSQL (``EXPLAIN`` with sequential scans priced out, so a table is
+read whole only when no index serves) a ``Seq Scan`` fails, naming the statement.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pytest
 
 from agentcom.message_store import MessageStore
 from agentcom.store import MESSAGES_DB, open_messages_db
+from agentcom.stores import open_stores
+from agentcom.stores.interface import Connection
 
 SUBQUERIES = {"h"}  # aliases of subqueries (a page of rows), not tables
 
@@ -23,11 +27,11 @@ SUBQUERIES = {"h"}  # aliases of subqueries (a page of rows), not tables
 class Recording:
     """The store's connection, recording each statement it runs."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.statements: list[tuple[str, tuple[Any, ...]]] = []
 
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Any = ()) -> Any:
         self.statements.append((sql, tuple(params)))
         return self.conn.execute(sql, params)
 
@@ -35,10 +39,14 @@ class Recording:
         return getattr(self.conn, name)
 
 
-def scans(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[str]:
+def scans(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[str]:
     verb = sql.split(None, 1)[0].upper()
     if verb not in ("SELECT", "INSERT", "UPDATE", "DELETE"):
         return []
+    if not isinstance(conn, sqlite3.Connection):
+        conn.execute("SET enable_seqscan = off")
+        lines = [row[0] for row in conn.execute("EXPLAIN " + sql, params)]
+        return [line.strip() for line in lines if "Seq Scan" in line]
     plan = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
     found = []
     for row in plan:
@@ -50,9 +58,9 @@ def scans(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[s
 
 
 @pytest.fixture
-def stocked(tmp_path: Path) -> Iterator[tuple[MessageStore, Recording]]:
+def stocked(store_url: str | None, tmp_path: Path) -> Iterator[tuple[MessageStore, Recording]]:
     """A store with messages of every kind, mailboxes, channels and a thread."""
-    conn = open_messages_db(tmp_path)
+    conn = open_stores(store_url, tmp_path).connect("messages")
     recording = Recording(conn)
     store = MessageStore(recording)  # type: ignore[arg-type]
     agents = [f"agent-{n}" for n in range(20)]
@@ -149,8 +157,8 @@ def test_the_file_is_its_own(tmp_path: Path) -> None:
     assert (tmp_path / MESSAGES_DB).stat().st_mode & 0o077 == 0
 
 
-def test_a_time_window_is_a_seq_window(tmp_path: Path) -> None:
-    store = MessageStore(open_messages_db(tmp_path))
+def test_a_time_window_is_a_seq_window(store_url: str | None, tmp_path: Path) -> None:
+    store = MessageStore(open_stores(store_url, tmp_path).connect("messages"))
     for n, stamp in enumerate([10, 20, 20, 30, 40]):
         store.insert_message(f"{n:016x}", "a", None, None, "chat", {}, None, stamp)
     assert store.seq_range(None, None) == (0, 5)
