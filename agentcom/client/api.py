@@ -3,17 +3,22 @@
 A ``Call`` is one HTTP request described as data (method, path, query, body)
 with the function that turns the hub's JSON answer into a typed result.
 ``Client`` sends it with httpx's sync client and ``AsyncClient`` with its
-async one, so every route is written once here, not once per client.
+async one, so every route is written once here, not once per client. What
+takes several requests (``wait``, ``submit_many``) is a ``Steps`` generator:
+it yields each Call, is sent its answer, and returns the result, so that its
+logic too is written once and each client only drives it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from agentcom.client.errors import TaskCancelled, TaskFailed, TaskNotDone
 from agentcom.client.models import (
     AgentState,
     Cancelled,
@@ -48,6 +53,10 @@ class Call(Generic[T]):
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     read_timeout: float | None = None  # None: the client's own timeout
+
+
+Steps = Generator[Call[Any], Any, T]
+"""Several calls in turn: yields each Call, is sent its answer, returns the result."""
 
 
 def _segment(value: str) -> str:
@@ -87,7 +96,7 @@ BATCH_BYTES = 900 * 1024
 """A batch body stays this far under the hub's 1 MiB body limit."""
 
 
-def submissions(requests: Iterable[TaskRequest]) -> Iterator[Call[list[Submitted]]]:
+def _submissions(requests: Iterable[TaskRequest]) -> Iterator[Call[list[Submitted]]]:
     """The calls that submit ``requests`` in their order: runs of them as batches
     (``POST /api/tasks/batch``, at most BATCH_TASKS and BATCH_BYTES each), and a request
     with an idempotency key alone, since the batch route takes no key."""
@@ -117,6 +126,22 @@ def submissions(requests: Iterable[TaskRequest]) -> Iterator[Call[list[Submitted
             size += body_size
     if batch:
         yield _batch(batch)
+
+
+def submit_many(tasks: Iterable[TaskRequest | str]) -> Steps[list[Submitted]]:
+    """Submit every task, in order, in batches of up to 1,000 (``POST /api/tasks/batch``);
+    the answers in the same order. A task is a description or a ``TaskRequest``.
+
+    Each batch is all or nothing; a refused one raises BadRequest, whose
+    ``body["index"]`` counts from that batch's first task, and the batches
+    before it stay queued. A task with an ``idempotency_key`` is sent alone
+    (the batch route takes no key), so a second run skips it.
+    """
+    requests = (TaskRequest(task) if isinstance(task, str) else task for task in tasks)
+    answers: list[Submitted] = []
+    for call in _submissions(requests):
+        answers += yield call
+    return answers
 
 
 def _batch(bodies: list[dict[str, Any]]) -> Call[list[Submitted]]:
@@ -164,6 +189,30 @@ def wait_once(task_id: str, seconds: float) -> Call[Task]:
         params={"wait": f"{seconds:.3f}"},
         read_timeout=seconds + 10.0,  # the hub answers after ``seconds``; allow it that long
     )
+
+
+def wait(task_id: str, timeout: float | None = None) -> Steps[Task]:
+    """The task once it completed, by long polls (``?wait=``) of at most 60 s each.
+
+    Raises TaskFailed (dead letter, with ``last_error``), TaskCancelled, or
+    TaskNotDone (a TimeoutError) if it has not finished after ``timeout`` s
+    (None: wait for ever).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float:
+        return MAX_WAIT_S if deadline is None else deadline - time.monotonic()
+
+    task: Task = yield wait_once(task_id, left())
+    while not task.finished:
+        if left() <= 0:
+            raise TaskNotDone(task, timeout or 0.0)
+        task = yield wait_once(task_id, left())
+    if task.status == "dead_letter":
+        raise TaskFailed(task)
+    if task.status == "cancelled":
+        raise TaskCancelled(task)
+    return task
 
 
 def list_tasks(

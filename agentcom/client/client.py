@@ -2,11 +2,11 @@
 
 Both are built on httpx, which gives the two one API, a pool of kept-alive
 connections per client, timeouts per request and streamed bodies (the event
-stream). Every route is a ``Call`` in ``api``; a method here only sends it,
-so the two clients cannot drift apart. What differs between them is written
-in each: waiting on a task (several ``?wait=`` long polls up to a deadline),
-``submit_many`` and the event stream (reconnects and resumes with
-``Last-Event-ID``).
+stream). Every route is a ``Call`` in ``api``, and what takes several calls
+(``wait``, ``submit_many``) is a ``Steps`` generator there; a method here
+only sends the calls, so the two clients cannot drift apart. Only the event
+stream is written in each (reading a stream is where sync and async differ);
+the bookkeeping of its reconnects and ``Last-Event-ID`` is ``_Reconnects``.
 
     with Client("http://127.0.0.1:4000", token) as hub:
         task_id = hub.submit("Summarise README.md", priority="high").task_id
@@ -16,7 +16,6 @@ in each: waiting on a task (several ``?wait=`` long polls up to a deadline),
 from __future__ import annotations
 
 import asyncio
-import builtins
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -28,12 +27,9 @@ import structlog
 from agentcom.client import api
 from agentcom.client.errors import (
     HubUnavailable,
-    TaskCancelled,
-    TaskFailed,
-    TaskNotDone,
     error_for,
 )
-from agentcom.client.models import Event, Submitted, Task, TaskRequest
+from agentcom.client.models import Event
 
 log = structlog.get_logger(__name__)
 
@@ -79,25 +75,14 @@ def _answer(call: api.Call[T], response: httpx.Response) -> T:
     return call.parse(response.json())
 
 
-def _outcome(task: Task) -> Task:
-    """A finished task, or the exception its end calls for."""
-    if task.status == "dead_letter":
-        raise TaskFailed(task)
-    if task.status == "cancelled":
-        raise TaskCancelled(task)
-    return task
-
-
-def _wait_left(deadline: float | None) -> float:
-    return api.MAX_WAIT_S if deadline is None else deadline - time.monotonic()
-
-
 def _signature_with_self(build: Callable[..., Any]) -> inspect.Signature:
-    """``build``'s signature with ``self`` in front and its answer's type (``Call[X]``: X),
-    for ``help()``."""
+    """``build``'s signature with ``self`` in front and its answer's type (``Call[X]``,
+    ``Steps[X]``: X), for ``help()``."""
     signature = inspect.signature(build)
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    answer = str(signature.return_annotation).removeprefix("Call[").removesuffix("]")
+    kind, _, answer = str(signature.return_annotation).partition("[")
+    assert kind in ("Call", "Steps"), kind
+    answer = answer.removesuffix("]")
     return signature.replace(
         parameters=[self_param, *signature.parameters.values()], return_annotation=answer
     )
@@ -124,6 +109,42 @@ def _async(build: Callable[P, api.Call[T]]) -> Callable[Concatenate[AsyncClient,
 
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._send(build(*args, **kwargs))
+
+    _named(method, build)
+    return method
+
+
+def _sync_steps(build: Callable[P, api.Steps[T]]) -> Callable[Concatenate[Client, P], T]:
+    """A ``Client`` method that sends each call of the steps ``build`` describes."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        steps = build(*args, **kwargs)
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._send(call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    _named(method, build)
+    return method
+
+
+def _async_steps(
+    build: Callable[P, api.Steps[T]],
+) -> Callable[Concatenate[AsyncClient, P], Awaitable[T]]:
+    """An ``AsyncClient`` method that sends each call of the steps ``build`` describes."""
+
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        steps = build(*args, **kwargs)
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(await self._send(call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
     _named(method, build)
     return method
@@ -233,35 +254,8 @@ class Client:
     publish = _sync(api.publish)
     history = _sync(api.history)
     thread = _sync(api.thread)
-
-    def submit_many(self, tasks: Iterable[TaskRequest | str]) -> builtins.list[Submitted]:
-        """Submit every task, in order, in batches of up to 1,000 (``POST /api/tasks/batch``);
-        the answers in the same order.
-
-        Each batch is all or nothing; a refused one raises BadRequest, whose
-        ``body["index"]`` counts from that batch's first task, and the batches
-        before it stay queued. A task with an ``idempotency_key`` is sent alone
-        (the batch route takes no key), so a second run skips it.
-        """
-        answers: builtins.list[Submitted] = []
-        for call in api.submissions(_request(task) for task in tasks):
-            queued = self._send(call)
-            answers += queued
-        return answers
-
-    def wait(self, task_id: str, timeout: float | None = None) -> Task:
-        """The task once it completed, by long polls (``?wait=``) of at most 60 s.
-
-        Raises TaskFailed (dead letter, with ``last_error``), TaskCancelled, or
-        TaskNotDone (a TimeoutError) if it has not finished after ``timeout`` s.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        task = self._send(api.wait_once(task_id, _wait_left(deadline)))
-        while not task.finished:
-            if (left := _wait_left(deadline)) <= 0:
-                raise TaskNotDone(task, timeout or 0.0)
-            task = self._send(api.wait_once(task_id, left))
-        return _outcome(task)
+    submit_many = _sync_steps(api.submit_many)
+    wait = _sync_steps(api.wait)
 
     def events(
         self,
@@ -360,24 +354,8 @@ class AsyncClient:
     publish = _async(api.publish)
     history = _async(api.history)
     thread = _async(api.thread)
-
-    async def submit_many(self, tasks: Iterable[TaskRequest | str]) -> builtins.list[Submitted]:
-        """As ``Client.submit_many``: in order, in batches of up to 1,000."""
-        answers: builtins.list[Submitted] = []
-        for call in api.submissions(_request(task) for task in tasks):
-            queued = await self._send(call)
-            answers += queued
-        return answers
-
-    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
-        """As ``Client.wait``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        task = await self._send(api.wait_once(task_id, _wait_left(deadline)))
-        while not task.finished:
-            if (left := _wait_left(deadline)) <= 0:
-                raise TaskNotDone(task, timeout or 0.0)
-            task = await self._send(api.wait_once(task_id, left))
-        return _outcome(task)
+    submit_many = _async_steps(api.submit_many)
+    wait = _async_steps(api.wait)
 
     async def events(
         self,
@@ -412,7 +390,3 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 cause = exc
             await asyncio.sleep(stream.dropped(cause))
-
-
-def _request(task: TaskRequest | str) -> TaskRequest:
-    return TaskRequest(task) if isinstance(task, str) else task

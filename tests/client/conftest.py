@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from agentcom.client import AsyncClient, Client
-from tests.integration import conftest as integration
+
+# Every fixture of tests/integration (the hubs and what they ask for), shared
+# rather than copied; a star import keeps up as that conftest grows fixtures.
+from tests.integration.conftest import *  # noqa: F403
 from tests.integration.conftest import LiveHub
 from tests.integration.helpers import ClientLoop
-
-# The hub fixtures of tests/integration, shared rather than copied.
-make_hub, hub = integration.make_hub, integration.hub
 
 
 class AsyncCalls:
