@@ -54,8 +54,17 @@ def _headers(token: str | None) -> dict[str, str]:
     return headers
 
 
-def _timeout(call: api.Call[Any], default: float) -> httpx.Timeout:
-    return httpx.Timeout(default, read=call.read_timeout or default)
+def _request(
+    http: httpx.Client | httpx.AsyncClient, call: api.Call[Any], timeout: float
+) -> httpx.Request:
+    return http.build_request(
+        call.method,
+        call.path,
+        params=call.params,
+        json=call.body,
+        headers=call.headers,
+        timeout=httpx.Timeout(timeout, read=call.read_timeout or timeout),
+    )
 
 
 def _unreachable(url: str, exc: httpx.TransportError) -> HubUnavailable:
@@ -221,14 +230,7 @@ class Client:
 
     def _send(self, call: api.Call[T]) -> T:
         try:
-            response = self._http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.body,
-                headers=call.headers,
-                timeout=_timeout(call, self._timeout),
-            )
+            response = self._http.send(_request(self._http, call, self._timeout))
         except httpx.TransportError as exc:
             raise _unreachable(self.url, exc) from exc
         return _answer(call, response)
@@ -321,14 +323,7 @@ class AsyncClient:
 
     async def _send(self, call: api.Call[T]) -> T:
         try:
-            response = await self._http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.body,
-                headers=call.headers,
-                timeout=_timeout(call, self._timeout),
-            )
+            response = await self._http.send(_request(self._http, call, self._timeout))
         except httpx.TransportError as exc:
             raise _unreachable(self.url, exc) from exc
         return _answer(call, response)
