@@ -169,6 +169,13 @@ def test_a_wait_longer_than_one_long_poll_polls_again_until_its_deadline(
     assert 0.9 < time.monotonic() - started < 5
 
 
+def test_a_long_poll_outlasts_the_clients_own_read_timeout(hub: LiveHub) -> None:
+    task_id = hub.submit("nobody takes this")
+    client = Client(hub.http_url, hub.token, timeout=0.3)
+    with client, pytest.raises(TaskNotDone):  # not HubUnavailable: the hub held it for 1 s
+        client.wait(task_id, timeout=1.0)
+
+
 def test_dead_letter_and_retry(api: Any, hub: LiveHub) -> None:
     task_id = api.submit("flaky", max_retries=0).task_id
     worker = hub.agent("worker-1")
