@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentcom.client import AsyncClient, Client, Event, HubUnavailable, Unauthorized
+from agentcom.client import AsyncClient, BadRequest, Client, Event, HubUnavailable, Unauthorized
 from tests.client.relay import Relay
 from tests.integration.conftest import LiveHub
 from tests.integration.helpers import ClientLoop, work_through
@@ -134,6 +134,11 @@ def test_events_come_typed_and_filtered(follow: Any, hub: LiveHub) -> None:
 def test_a_wrong_token_raises_unauthorized_without_retrying(follow: Any, hub: LiveHub) -> None:
     stream = follow(hub.http_url, "wrong")
     assert isinstance(stream.failure(), Unauthorized)
+
+
+def test_an_unknown_event_type_is_a_bad_request(follow: Any, hub: LiveHub) -> None:
+    failure = follow(hub.http_url, hub.admin_token, types=["task_exploded"]).failure()
+    assert isinstance(failure, BadRequest) and "types must be names from" in str(failure)
 
 
 def test_an_id_the_hub_no_longer_holds_starts_with_reset(follow: Any, hub: LiveHub) -> None:
