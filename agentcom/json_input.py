@@ -4,16 +4,18 @@ Python's ``json.loads`` accepts what is not JSON or what the hub cannot keep:
 ``NaN`` and ``Infinity`` (which it would send back, so a strict agent could not
 parse its own ``task_assign``), numbers too large to store (``1e400`` becomes
 ``inf``; 5,000 digits raise ``ValueError``), lone UTF-16 surrogates (``"\\ud800"``,
-which SQLite cannot encode) and nesting so deep that the decoder raises
+which SQLite cannot encode), NUL characters (``"\\u0000"``, which a PostgreSQL
+store cannot keep in text; refused on both stores alike) and nesting so deep that the decoder raises
 ``RecursionError``. Each of those failed inside an actor, or dropped a socket
 without a close frame. ``loads`` refuses them all here, at the edge, with the
 error reply to give (``invalid_json: …`` or ``invalid_field: …``), so no actor
 ever sees them.
 
-The checks that need a walk of the decoded value (depth, surrogates) run only
+The checks that need a walk of the decoded value (depth, strings) run only
 when a cheap scan of the raw text says they could fail: fewer than
 ``MAX_DEPTH`` brackets cannot nest deeper, and a lone surrogate can only come
-from a ``\\ud8..``-``\\udf..`` escape. A task's traffic skips both.
+from a ``\\ud8..``-``\\udf..`` escape (a NUL from ``\\u0000``). A task's traffic
+skips both.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ MAX_DEPTH = 64
 """Deepest nesting of objects and arrays a body or frame may have."""
 
 _INT64_DIGITS = len(str(INT64_MIN))  # a longer digit string cannot fit, so skip int()
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_UNKEEPABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -77,9 +79,9 @@ def loads(raw: str | bytes) -> Any:
     if _skip_space(text, end) != len(text):
         raise JsonRefused("invalid_json", "extra data after the JSON value")
     brackets = text.count("[") + text.count("{")
-    surrogates = _SURROGATE_ESCAPE.search(text) is not None
-    if brackets > MAX_DEPTH or surrogates:
-        _check_tree(value, check_depth=brackets > MAX_DEPTH, check_surrogates=surrogates)
+    unkeepable = _UNKEEPABLE_ESCAPE.search(text) is not None
+    if brackets > MAX_DEPTH or unkeepable:
+        _check_tree(value, check_depth=brackets > MAX_DEPTH, check_strings=unkeepable)
     return value
 
 
@@ -89,14 +91,16 @@ def _skip_space(text: str, position: int) -> int:
     return position
 
 
-def _check_tree(value: Any, *, check_depth: bool, check_surrogates: bool) -> None:
+def _check_tree(value: Any, *, check_depth: bool, check_strings: bool) -> None:
     """Walk the decoded value without recursion: its depth and its strings."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if check_surrogates and _SURROGATE.search(item):
+            if check_strings and _SURROGATE.search(item):
                 raise JsonRefused("invalid_json", "a string holds a lone UTF-16 surrogate")
+            if check_strings and "\x00" in item:
+                raise JsonRefused("invalid_json", "a string holds a NUL character (U+0000)")
             continue
         if not isinstance(item, dict | list):
             continue
