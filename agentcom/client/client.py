@@ -68,7 +68,7 @@ def _request(
 
 
 def _unreachable(url: str, exc: httpx.TransportError) -> HubUnavailable:
-    return HubUnavailable(0, f"hub unreachable at {url}: {exc or type(exc).__name__}")
+    return HubUnavailable(0, f"hub unreachable at {url}: {str(exc) or type(exc).__name__}")
 
 
 def _decoded(response: httpx.Response) -> Any:

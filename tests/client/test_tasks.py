@@ -258,6 +258,16 @@ def test_nothing_listening_is_hub_unavailable(connect: Any) -> None:
     assert down.value.http_status == 0 and "unreachable" in str(down.value)
 
 
+def test_a_hub_that_never_answers_is_hub_unavailable_after_the_timeout() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never answers
+        client = Client(f"http://127.0.0.1:{silent.getsockname()[1]}", "t", timeout=0.3)
+        started = time.monotonic()
+        with client, pytest.raises(HubUnavailable) as down:
+            client.stats()
+    assert time.monotonic() - started < 5
+    assert str(down.value).startswith("hub unreachable at http://127.0.0.1:")
+
+
 def test_a_client_is_a_context_manager(hub: LiveHub) -> None:
     with Client(hub.http_url, hub.token) as client:
         assert client.stats().by_status["queued"] == 0
