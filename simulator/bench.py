@@ -31,9 +31,14 @@ Scenarios (run in this order by ``all``):
 * ``baseline``   a bare Tornado WebSocket echo server, 16 connections doing 3
   round trips per "task": the ceiling on this machine.
 
-Each scenario starts its own hub process on a fresh data dir (or uses ``--hub``
+Each scenario starts its own hub process on a fresh store (or uses ``--hub``
 and ``--token``), runs its agents in a separate process, prints progress on
-stderr and a table on stdout. ``--json FILE`` writes every figure. ``--scale``
+stderr and a table on stdout. The store is SQLite in a new data dir, unless
+``--store`` says otherwise: ``postgresql://…`` gives each scenario a database
+of its own, created on that server and dropped after (the URL's role must be
+allowed to create databases; its own database is only where the bench
+connects to do so); ``sqlite:///DIR`` keeps each scenario's files in
+``DIR/<scenario>`` (DIR empty or new), to look at afterwards. ``--json FILE`` writes every figure. ``--scale``
 shrinks every count (the test suite runs each scenario at ``--scale 0.01``).
 """
 
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import sqlite3
 import sys
 import tempfile
 import time
@@ -53,7 +59,9 @@ from typing import Any
 
 from agentcom.clock import now_ms as hub_now_ms
 from agentcom.messages import Priority, TaskStatus
-from agentcom.store import TaskRecord, TaskStore, open_tasks_db
+from agentcom.store import TaskRecord, TaskStore
+from agentcom.stores import POSTGRES_SCHEMES, SQLITE_SCHEME, open_stores
+from agentcom.stores.interface import Stores
 from simulator import bench_agents, bench_messaging, lean_agents
 from simulator.bench_support import (
     HubClient,
@@ -67,6 +75,7 @@ from simulator.bench_support import (
     wait_completed,
 )
 from simulator.hub_http import create_token
+from simulator.scratch_database import scratch_database
 
 SCENARIOS = (
     "latency",
@@ -113,21 +122,34 @@ class Bench:
     def hub(
         self,
         name: str,
-        prepare: Callable[[Path], None] | None = None,
+        prepare: Callable[[Stores], None] | None = None,
         hub_args: Sequence[str] = (),
     ) -> Iterator[HubProcess]:
+        """The scenario's hub, on a store of its own that ``prepare`` fills first."""
         if self.args.hub:
             yield HubProcess(self.args.hub.rstrip("/"), self.args.token)
             return
         data_dir = self.workdir / name
         data_dir.mkdir(mode=0o700)  # as the hub wants it: owner-only
-        if prepare is not None:
-            prepare(data_dir)
-        hub = HubProcess.start(data_dir, hub_args)
-        try:
-            yield hub
-        finally:
-            hub.stop()
+        with self.store(name) as store:
+            if prepare is not None:
+                prepare(open_stores(store, data_dir))
+            hub = HubProcess.start(data_dir, store, hub_args)
+            try:
+                yield hub
+            finally:
+                hub.stop()
+
+    @contextmanager
+    def store(self, name: str) -> Iterator[str | None]:
+        """A fresh store for one hub: a new database on ``--store``'s PostgreSQL server,
+        else None (SQLite in the hub's new data dir)."""
+        server: str | None = self.args.store
+        if server is None or not server.startswith(POSTGRES_SCHEMES):
+            yield None
+            return
+        with scratch_database(server, f"bench_{name}") as database:
+            yield database
 
     @contextmanager
     def agents(
@@ -213,7 +235,7 @@ class Bench:
     def throughput(
         self,
         name: str = "throughput",
-        prepare: Callable[[Path], None] | None = None,
+        prepare: Callable[[Stores], None] | None = None,
         *,
         record: bool = True,
         watched: bool = False,
@@ -343,7 +365,7 @@ class Bench:
             self.throughput()
         stored = self.size(100_000)
         print(f"  deep-store: writing {stored} completed tasks into the store", file=sys.stderr)
-        figures = self.throughput("deep-store", lambda data_dir: fill_store(data_dir, stored))
+        figures = self.throughput("deep-store", lambda stores: fill_store(stores, stored))
         figures["completed_tasks_in_store"] = stored
         figures["ratio"] = round(
             figures["tasks_per_s"] / self.results["throughput"]["tasks_per_s"], 3
@@ -366,7 +388,7 @@ class Bench:
         )
         with_spread = self.throughput(
             "capability-spread-with",
-            lambda data_dir: fill_unservable(data_dir, spread),
+            lambda stores: fill_unservable(stores, spread),
             record=False,
         )
         keep = ("tasks_per_s", "hub_cpu_s_per_task", "hub_rss_kib")
@@ -610,7 +632,7 @@ class Bench:
         self.results["baseline"] = {"tasks": count, "tasks_per_s": round(count / elapsed, 1)}
 
 
-def fill_store(data_dir: Path, count: int) -> None:
+def fill_store(stores: Stores, count: int) -> None:
     """``count`` completed tasks, as a hub that has run for a while would have."""
 
     def completed(n: int, now: int) -> TaskRecord:
@@ -633,10 +655,10 @@ def fill_store(data_dir: Path, count: int) -> None:
         task.record("completed", now, agent_id=task.assigned_to, generation=1)
         return task
 
-    _store_tasks(data_dir, count, completed)
+    _store_tasks(stores, count, completed)
 
 
-def fill_unservable(data_dir: Path, count: int) -> None:
+def fill_unservable(stores: Stores, count: int) -> None:
     """``count`` queued normal-lane tasks, each needing a capability of its own that no
     agent has: one capability group per task, in the lane the plain tasks use. The
     hub loads them at start exactly as if they had been submitted before it restarted."""
@@ -654,21 +676,26 @@ def fill_unservable(data_dir: Path, count: int) -> None:
         task.record("queued", now, submitted_by="bench-spread")
         return task
 
-    _store_tasks(data_dir, count, unservable)
+    _store_tasks(stores, count, unservable)
 
 
-def _store_tasks(data_dir: Path, count: int, make: Callable[[int, int], TaskRecord]) -> None:
+def _store_tasks(stores: Stores, count: int, make: Callable[[int, int], TaskRecord]) -> None:
     """Write ``make(n, now)`` for n < count into the store of a hub not yet started."""
-    db = open_tasks_db(data_dir)
+    db = stores.connect("tasks")
     store = TaskStore(db)
     now = hub_now_ms()
     store.begin()
     for n in range(count):
         store.insert(make(n, now))
     store.commit()
-    # A hub that has run this long has long since checkpointed its WAL; leaving
-    # the rows in it would bill their first checkpoint to the measurement.
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # A hub that has run this long has long since checkpointed its WAL (and, on
+    # PostgreSQL, autovacuum has analyzed and vacuumed the table); leaving that
+    # work for later would bill it to the measurement.
+    if isinstance(db, sqlite3.Connection):
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        db.execute("VACUUM (ANALYZE) tasks")
+        db.execute("CHECKPOINT")
     db.close()
 
 
@@ -721,6 +748,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hub", help="measure this hub (http://HOST:PORT) instead of starting one")
     parser.add_argument("--token", help="an admin token of --hub")
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="the store of every hub the bench starts: postgresql://… (a database of its own"
+        " per scenario, created there and dropped after) or sqlite:///DIR (each scenario's"
+        " files kept in DIR/<scenario>); default: SQLite in a temp dir",
+    )
+    parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply every count (default 1.0)"
     )
     args = parser.parse_args(argv)
@@ -732,6 +766,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = args.scenarios or ["all"]
     if bool(args.hub) != bool(args.token):
         parser.error("--hub and --token go together")
+    args.kept_dir = None  # where sqlite:///DIR keeps the scenarios' files
+    if args.store is not None:
+        if args.hub:
+            parser.error("--store is for the hubs the bench starts, not a --hub")
+        if args.store.startswith(SQLITE_SCHEME):
+            args.kept_dir = Path(args.store[len(SQLITE_SCHEME) :])
+            if args.kept_dir.exists() and any(args.kept_dir.iterdir()):
+                parser.error(f"--store {args.store}: {args.kept_dir} is not empty")
+        elif not args.store.startswith(POSTGRES_SCHEMES):
+            parser.error(f"--store {args.store!r}: sqlite:///DIR or postgresql://user@host:port/db")
     if not 0 < args.scale <= 1:
         parser.error("--scale must be in (0, 1]")
     return args
@@ -743,7 +787,13 @@ def main(argv: list[str] | None = None) -> int:
         SCENARIOS if "all" in args.scenarios else tuple(s for s in SCENARIOS if s in args.scenarios)
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="agentcom-bench-") as workdir:
+    if args.kept_dir is not None:
+        args.kept_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (
+        nullcontext(str(args.kept_dir))
+        if args.kept_dir is not None
+        else tempfile.TemporaryDirectory(prefix="agentcom-bench-")
+    ) as workdir:
         bench = Bench(args, Path(workdir))
         for scenario in wanted:
             print(f"{scenario} …", file=sys.stderr)

@@ -1,7 +1,7 @@
 """What every benchmark scenario needs: a hub process to measure, submitters, figures.
 
-``HubProcess`` runs ``python -m agentcom.hub`` on a fresh data dir, with any
-flags a scenario needs (or stands for a hub given by URL, whose CPU and memory
+``HubProcess`` runs ``python -m agentcom.hub`` on a fresh data dir (and, when
+given, a store URL), with any flags a scenario needs (or stands for a hub given by URL, whose CPU and memory
 cannot then be read); it reads the hub's CPU time and resident memory from
 ``/proc``. ``submit_all`` posts tasks over keep-alive connections from several
 threads. ``summary`` turns samples into the p50/p99/max the tables show.
@@ -78,18 +78,13 @@ class HubProcess:
         return parsed.hostname, parsed.port
 
     @classmethod
-    def start(cls, data_dir: Path, extra_args: Sequence[str] = ()) -> HubProcess:
+    def start(
+        cls, data_dir: Path, store: str | None = None, extra_args: Sequence[str] = ()
+    ) -> HubProcess:
+        """A hub on ``store`` (a URL; None: SQLite in ``data_dir``), with an admin token."""
+        where = ["--data-dir", str(data_dir), *(["--store", store] if store else [])]
         admin = subprocess.run(
-            [
-                *AGENTCOM,
-                "token",
-                "create",
-                "bench-admin",
-                "--role",
-                "admin",
-                "--data-dir",
-                str(data_dir),
-            ],
+            [*AGENTCOM, "token", "create", "bench-admin", "--role", "admin", *where],
             check=True,
             capture_output=True,
             text=True,
@@ -99,8 +94,7 @@ class HubProcess:
                 *HUB,
                 "--port",
                 "0",
-                "--data-dir",
-                str(data_dir),
+                *where,
                 "--log-level",
                 "warning",
                 # Every simulated agent connects from 127.0.0.1; the default cap

@@ -1,20 +1,92 @@
 """The benchmark runs every scenario end to end at a tiny size, so it cannot rot.
 
-No timing is asserted: only that each scenario produced its figures.
+No timing is asserted: only that each scenario produced its figures, on
+either store (``--store``: on PostgreSQL each scenario's hub gets a database
+of its own, and none is left behind).
 """
 
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 
-def test_every_scenario_runs_and_reports_its_figures(tmp_path: Path) -> None:
+
+@pytest.fixture
+def bench_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """The bench's ``--store``: none on SQLite (its default); on PostgreSQL the test
+    server itself, where the bench creates a database per scenario. Yields the args.
+
+    On PostgreSQL it watches the server meanwhile: every database the bench made
+    had a hub connected to it (core's connections say ``application_name``
+    agentcom), and none is left at the end.
+    """
+    if store_kind == "sqlite":
+        yield []
+        return
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    made: set[str] = set()
+    used: set[str] = set()
+    left: list[tuple[str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(server, autocommit=True) as conn:
+            while not done.wait(0.05):
+                made.update(
+                    name
+                    for (name,) in conn.execute(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'agentcom_bench_%'"
+                    )
+                )
+                used.update(
+                    name
+                    for (name,) in conn.execute(
+                        "SELECT datname FROM pg_stat_activity WHERE application_name = 'agentcom'"
+                        " AND datname LIKE 'agentcom_bench_%'"
+                    )
+                )
+            left.extend(
+                conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'agentcom_bench_%'"
+                ).fetchall()
+            )
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield ["--store", server]
+    finally:
+        done.set()
+        watcher.join(timeout=30)
+    assert not watcher.is_alive()
+    assert made and used == made, (made, used)
+    assert not left, f"the bench left databases behind: {left}"
+
+
+def test_every_scenario_runs_and_reports_its_figures(
+    tmp_path: Path, bench_store: list[str]
+) -> None:
     out = tmp_path / "bench.json"
 
     run = subprocess.run(
-        [sys.executable, "-m", "simulator.bench", "all", "--scale", "0.01", "--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "simulator.bench",
+            "all",
+            "--scale",
+            "0.01",
+            "--json",
+            str(out),
+            *bench_store,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -71,8 +143,30 @@ def assert_messaging_figures(messaging: dict[str, Any]) -> None:
     assert all(isinstance(target["met"], bool) for target in messaging["targets"])
 
 
-def test_unknown_scenarios_and_half_given_hubs_are_refused() -> None:
-    for args in (["nonsense"], ["--hub", "http://127.0.0.1:1"]):
+def test_a_sqlite_store_dir_keeps_each_scenarios_files(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    bench = [sys.executable, "-m", "simulator.bench", "latency", "--scale", "0.01"]
+
+    run = subprocess.run(
+        [*bench, "--store", f"sqlite://{kept}"], capture_output=True, text=True, timeout=120
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (kept / "latency" / "tasks.sqlite3").is_file()
+    again = subprocess.run(
+        [*bench, "--store", f"sqlite://{kept}"], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 2
+    assert "is not empty" in again.stderr
+
+
+def test_unknown_scenarios_half_given_hubs_and_bad_stores_are_refused() -> None:
+    for args in (
+        ["nonsense"],
+        ["--hub", "http://127.0.0.1:1"],
+        ["--store", "mysql://bench@127.0.0.1/db"],
+        ["--hub", "http://127.0.0.1:1", "--token", "t", "--store", "sqlite:///tmp/x"],
+    ):
         run = subprocess.run(
             [sys.executable, "-m", "simulator.bench", *args],
             capture_output=True,
