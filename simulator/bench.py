@@ -28,8 +28,15 @@ Scenarios (run in this order by ``all``):
   last one has each; 10,000 messages queued for an agent that is away, then
   read and acknowledged over HTTP by one polling client: messages/s. Each
   figure is printed with its target, met or not.
+* ``batch``      50,000 tasks through ``POST /api/tasks/batch`` (1,000 a request)
+  from 4 concurrent submitters, 16 agents completing them: tasks/s from the
+  first request to the last completion, hub CPU seconds per task.
 * ``baseline``   a bare Tornado WebSocket echo server, 16 connections doing 3
   round trips per "task": the ceiling on this machine.
+* ``celery``     the peer: ``throughput``'s shape on Celery 5 with a Redis broker
+  (``simulator.bench_celery``; a redis-server of its own, without persistence).
+  Skipped, saying what to install, without the ``bench-peers`` extra and
+  ``redis-server``.
 
 Each scenario starts its own hub process on a fresh store (or uses ``--hub``
 and ``--token``), runs its agents in a separate process, prints progress on
@@ -52,6 +59,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -62,7 +70,7 @@ from agentcom.messages import Priority, TaskStatus
 from agentcom.store import TaskRecord, TaskStore
 from agentcom.stores import POSTGRES_SCHEMES, SQLITE_SCHEME, open_stores
 from agentcom.stores.interface import Stores
-from simulator import bench_agents, bench_messaging, lean_agents
+from simulator import bench_agents, bench_celery, bench_messaging, lean_agents
 from simulator.bench_support import (
     HubClient,
     HubProcess,
@@ -70,6 +78,7 @@ from simulator.bench_support import (
     now_ms,
     percentile,
     rate,
+    shares,
     submit_all,
     summary,
     wait_completed,
@@ -87,10 +96,13 @@ SCENARIOS = (
     "starvation",
     "throughput-watched",
     "messaging",
+    "batch",
     "baseline",
+    "celery",
 )
 SUBMITTERS = 4
 COMPLETION_TIMEOUT_S = 300.0
+BATCH_SIZE = 1000  # the most one POST /api/tasks/batch takes
 MESSAGE_PAIRS = 16
 MESSAGES_PER_S = 200.0
 FILL_SENDERS = 4
@@ -239,9 +251,12 @@ class Bench:
         *,
         record: bool = True,
         watched: bool = False,
+        count: int | None = None,
+        batch_size: int | None = None,
     ) -> dict[str, Any]:
-        """``watched``: a client follows ``/api/events`` all the while, as a dashboard."""
-        count = self.size(5000)
+        """``watched``: a client follows ``/api/events`` all the while, as a dashboard.
+        ``batch_size``: the tasks go through the batch route, that many a request."""
+        count = count or self.size(5000)
         with (
             self.hub(name, prepare) as hub,
             self.agents(hub, name, 16) as agents,
@@ -251,7 +266,10 @@ class Bench:
                 target = completed_count(client) + count
                 cpu_before = hub.cpu_seconds()
                 first_submit = now_ms()
-                submit_all(hub, count, SUBMITTERS, name)
+                if batch_size is None:
+                    submit_all(hub, count, SUBMITTERS, name)
+                else:
+                    submit_batches(hub, count, SUBMITTERS, batch_size, name)
                 wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
             cpu_after = hub.cpu_seconds()
             rss = hub.rss_kib()
@@ -610,6 +628,21 @@ class Bench:
         cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         return report, cpu_s
 
+    def batch(self) -> None:
+        self.throughput("batch", count=self.size(50_000), batch_size=BATCH_SIZE)
+        self.results["batch"]["tasks_per_request"] = BATCH_SIZE
+
+    def celery(self) -> None:
+        lacking = bench_celery.missing()
+        if lacking is not None:
+            print(f"  celery: skipped; to run it: {lacking}", file=sys.stderr)
+            return
+        count = self.size(5000)
+        print(f"  celery: {count} tasks, {SUBMITTERS} producers", file=sys.stderr)
+        peer_dir = self.workdir / "celery"
+        peer_dir.mkdir(mode=0o700)
+        self.results["celery"] = bench_celery.run(count, SUBMITTERS, peer_dir)
+
     def baseline(self) -> None:
         count = self.size(5000)
         port_end, server_end = _spawn.Pipe()
@@ -630,6 +663,22 @@ class Bench:
             server.terminate()
             server.join(timeout=10)
         self.results["baseline"] = {"tasks": count, "tasks_per_s": round(count / elapsed, 1)}
+
+
+def submit_batches(hub: HubProcess, count: int, submitters: int, size: int, prefix: str) -> None:
+    """``count`` tasks from ``submitters`` keep-alive connections, ``size`` a batch request."""
+
+    def submit(slot: int, count: int) -> None:
+        with HubClient(hub, hub.admin_token) as client:
+            for first in range(0, count, size):
+                tasks = [
+                    {"description": f"{prefix} {slot}-{n}"}
+                    for n in range(first, min(first + size, count))
+                ]
+                client.request("POST", "/api/tasks/batch", {"tasks": tasks})
+
+    with ThreadPoolExecutor(submitters) as pool:
+        list(pool.map(submit, range(submitters), shares(count, submitters)))  # raises a failure
 
 
 def fill_store(stores: Stores, count: int) -> None:
@@ -801,10 +850,14 @@ def main(argv: list[str] | None = None) -> int:
             if scenario in bench.results:
                 print_table(scenario, bench.results[scenario])
     results = bench.results
-    if "throughput" in results and "baseline" in results:
-        ratio = round(results["throughput"]["tasks_per_s"] / results["baseline"]["tasks_per_s"], 3)
-        results["ratio"] = {"throughput_over_baseline": ratio}
-        print(f"\nthroughput ÷ baseline = {ratio}")
+    ratios = {}
+    for peer in ("baseline", "celery"):
+        if "throughput" in results and peer in results:
+            ratio = round(results["throughput"]["tasks_per_s"] / results[peer]["tasks_per_s"], 3)
+            ratios[f"throughput_over_{peer}"] = ratio
+            print(f"\nthroughput ÷ {peer} = {ratio}")
+    if ratios:
+        results["ratio"] = ratios
     print(f"\n(bench took {time.monotonic() - started:.0f}s)", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

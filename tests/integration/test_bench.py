@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from simulator import bench_celery
+
 
 @pytest.fixture
 def bench_store(store_kind: str, request: pytest.FixtureRequest) -> Iterator[list[str]]:
@@ -119,6 +121,9 @@ def test_every_scenario_runs_and_reports_its_figures(
     assert watched["events_streamed"] >= 4 * watched["tasks"]
     assert [target["target"] for target in watched["targets"]] == ["watched ≥ 0.9 of unwatched"]
     assert_messaging_figures(figures["messaging"])
+    batch = figures["batch"]
+    assert (batch["tasks"], batch["tasks_per_request"]) == (500, 1000)
+    assert batch["tasks_per_s"] > 0 and batch["hub_cpu_s_per_task"] > 0
     assert figures["baseline"]["tasks_per_s"] > 0
     assert figures["ratio"]["throughput_over_baseline"] > 0
     assert "throughput ÷ baseline" in run.stdout
@@ -141,6 +146,36 @@ def assert_messaging_figures(messaging: dict[str, Any]) -> None:
         "mailbox drain ≥ 5,000 messages/s",
     ]
     assert all(isinstance(target["met"], bool) for target in messaging["targets"])
+
+
+def test_the_celery_peer_runs_and_throughput_is_put_beside_it(tmp_path: Path) -> None:
+    # Celery is an optional peer for comparison, not part of the hub: without
+    # the bench-peers extra or redis-server this skips, and that skip is not a
+    # CI failure (so it does not go through tests/unavailable.py).
+    lacking = bench_celery.missing()
+    if lacking is not None:
+        pytest.skip(f"the celery peer is optional; to run it: {lacking}")
+    out = tmp_path / "bench.json"
+
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "simulator.bench", "throughput", "celery"),
+            *("--scale", "0.01", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    celery = figures["celery"]
+    assert celery["tasks"] == 50
+    assert celery["tasks_per_s"] > 0
+    assert celery["peer_cpu_s_per_task"] > 0
+    assert "no persistence" in celery["broker"]
+    assert figures["ratio"]["throughput_over_celery"] > 0
+    assert run.stdout.rstrip().splitlines()[-1].startswith("throughput ÷ celery = ")
 
 
 def test_a_sqlite_store_dir_keeps_each_scenarios_files(tmp_path: Path) -> None:
