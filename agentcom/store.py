@@ -358,6 +358,13 @@ class GroupCommitStore:
     nothing. Subclasses call ``_writing()`` before their first write and
     write through ``_write``.
 
+    Each statement costs PostgreSQL a round trip, so undo points cost as few
+    as they can: the message that opens the batch's transaction needs none (a
+    ``ROLLBACK`` undoes it alone), each later one sets a savepoint, and none is
+    released: the next ``SAVEPOINT message`` shadows it, ``ROLLBACK TO``
+    finds the newest, and ``COMMIT`` releases them all. Keeping a message
+    sends nothing.
+
     A full store raises ``StorageFull``, a store that went away
     ``StoreUnavailable`` (one). SQLite may then roll back the whole
     transaction, writes of earlier messages of the batch included, and a lost
@@ -367,7 +374,8 @@ class GroupCommitStore:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._in_savepoint = False
+        self._in_savepoint = False  # the current message wrote: it has an undo point
+        self._opened_transaction = False  # ... which is the transaction's start
         self._kept = False  # the open transaction holds writes of finished messages
         # ... and this refusal (a full disk, a lost connection) rolled them back
         self._lost_by: StorageFull | None = None
@@ -442,8 +450,11 @@ class GroupCommitStore:
         """Open the current message's savepoint on its first write (reads need none)."""
         self._refuse_if_lost()
         if not self._in_savepoint:
-            self.begin()
-            self._write("SAVEPOINT message")
+            self._opened_transaction = not self._conn.in_transaction
+            if self._opened_transaction:
+                self.begin()
+            else:
+                self._write("SAVEPOINT message")
             self._in_savepoint = True
 
     def end_message(self, *, keep: bool) -> None:
@@ -456,8 +467,9 @@ class GroupCommitStore:
                 # what was lost), or with a connection lost during a read.
                 raise StoreUnavailable(_BATCH_LOST)
             if not keep:
-                self._conn.execute("ROLLBACK TO message")
-            self._conn.execute("RELEASE message")
+                self._conn.execute(
+                    "ROLLBACK" if self._opened_transaction else "ROLLBACK TO message"
+                )
         except StoreUnavailable as refusal:
             self._note_if_rolled_back(refusal, keeping=keep)
             self._in_savepoint = False

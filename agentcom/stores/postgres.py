@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -43,7 +43,11 @@ CONNECT_TIMEOUT_S = 5
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
-_RETRIED_WHEN_IDLE = ("BEGIN", "SELECT")
+_BEGIN = "BEGIN"
+# Sent along with the statement that follows them (a pipeline), not each on
+# its own: they cannot fail but with the connection, and group commit sends
+# one per batch and one per message, as many round trips as the writes.
+_DEFERRED = (_BEGIN, "SAVEPOINT message")
 
 _translations: dict[str, str] = {}
 
@@ -77,6 +81,24 @@ def redacted(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+class _NoRows:
+    """What a deferred statement returns: it has no rows to give."""
+
+    rowcount = -1
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+_NO_ROWS = _NoRows()
+
+
 class TransactionFailed(Exception):
     """COMMIT of a transaction a failed statement had spoilt: it was rolled back."""
 
@@ -94,6 +116,7 @@ class PostgresConnection:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._token_version = 0
+        self._deferred: list[str] = []  # of _DEFERRED, not sent yet
         self._connect()
 
     # --- what the query layer calls --------------------------------------------------
@@ -101,13 +124,21 @@ class PostgresConnection:
     @property
     def in_transaction(self) -> bool:
         conn = self._conn
-        return (
+        return _BEGIN in self._deferred or (
             conn is not None and not conn.closed and conn.info.transaction_status in _IN_TRANSACTION
         )
 
-    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
         query = _translate(sql)
-        retry = not self.in_transaction and sql.split(None, 1)[0].upper() in _RETRIED_WHEN_IDLE
+        if query in _DEFERRED:
+            self._deferred.append(query)
+            return _NO_ROWS
+        deferred, self._deferred = self._deferred, []
+        # Nothing is lost by sending again what starts a transaction, or a read
+        # outside one, on a new connection.
+        retry = deferred[:1] == [_BEGIN] or (
+            not self.in_transaction and sql.split(None, 1)[0].upper() == "SELECT"
+        )
         while True:
             conn = self._usable()
             if query == "COMMIT" and conn.info.transaction_status == TransactionStatus.INERROR:
@@ -115,7 +146,13 @@ class PostgresConnection:
                 conn.execute("ROLLBACK")
                 raise TransactionFailed("a statement failed outside any savepoint")
             try:
-                return conn.execute(query, parameters)
+                if not deferred:
+                    return conn.execute(query, parameters)
+                with conn.pipeline():  # one round trip for all of them
+                    for statement in deferred:
+                        conn.execute(statement)
+                    cursor = conn.execute(query, parameters)
+                return cursor
             except psycopg.errors.DiskFull as error:
                 raise StorageFull(str(error)) from error
             except psycopg.OperationalError as error:
@@ -127,6 +164,7 @@ class PostgresConnection:
                 retry = False
 
     def close(self) -> None:
+        self._deferred.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -141,18 +179,29 @@ class PostgresConnection:
 
         Never raises: while the server is away the count stands still, and a
         reconnect counts as a change (what was announced meanwhile was missed).
+
+        The HTTP layer asks before every request, on the IOLoop, so what has
+        arrived is read at libpq's level (a non-blocking read of the socket):
+        psycopg's ``notifies()`` costs a selector setup per call, thirty times
+        more. What arrives along with a query's results is counted by
+        ``_count_notice``.
         """
         try:
             conn = self._usable()
             if exact:
                 conn.execute("SELECT 1")
-            for _ in conn.notifies(timeout=0):
+            pgconn = conn.pgconn
+            pgconn.consume_input()
+            while pgconn.notifies() is not None:
                 self._token_version += 1
         except StoreUnavailable:
             pass
         except psycopg.OperationalError as error:
             self._lost(error)
         return self._token_version
+
+    def _count_notice(self, notice: psycopg.Notify) -> None:
+        self._token_version += 1
 
     # --- the connection itself --------------------------------------------------------
 
@@ -173,6 +222,7 @@ class PostgresConnection:
                 application_name="agentcom",
             )
             if self._listen:
+                conn.add_notify_handler(self._count_notice)
                 conn.execute(f"LISTEN {TOKENS_CHANNEL}")
         except psycopg.OperationalError as error:
             self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
