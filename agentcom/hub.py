@@ -41,7 +41,7 @@ from agentcom.config import HubConfig, config_from_args
 from agentcom.http.app import make_app
 from agentcom.http.auth import TokenCheck
 from agentcom.http.base import Services
-from agentcom.http.bridge import OnLoop, stop_actor
+from agentcom.http.bridge import OnLoop, stop_actor, use_fastest_event_loop
 from agentcom.http.events import EventHub
 from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
@@ -266,6 +266,7 @@ class HubThread:
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(sys.argv[1:] if argv is None else argv)
     configure_logging(config.log_level, config.log_format)
+    log.info("event_loop", loop=use_fastest_event_loop())
     io_loop = IOLoop.current()
     hub = Hub(config)
     try:

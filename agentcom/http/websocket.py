@@ -262,13 +262,13 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             self.registry.listen_to_presence(self)
 
     def send_text(self, text: str) -> None:
-        """A frame encoded by an actor (``PostOffice`` encodes a broadcast once)."""
-        if self.ws_connection is None or self.ws_connection.is_closing():
-            return
-        try:
-            self.write_message(text).add_done_callback(_ignore_closed)
-        except StreamBufferFullError:
-            self.drop_slow_consumer()
+        """A frame encoded by an actor (``PostOffice`` encodes a broadcast once).
+
+        Framed here and written to the stream directly: Tornado's
+        ``write_message`` makes the same bytes (no compression is offered) but
+        wraps every frame's write in an asyncio Task of its own.
+        """
+        self.write_encoded(_text_frame(text))
 
     def write_encoded(self, frames: bytes) -> None:
         """Write whole WebSocket frames encoded elsewhere (``_text_frame``)."""
