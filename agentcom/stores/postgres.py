@@ -3,9 +3,11 @@
 Each owner (an actor, the token CLI, the HTTP layer's token watch) gets a
 ``PostgresConnection`` of its own, autocommit unless the owner says
 ``BEGIN`` (as SQLite with ``isolation_level=None``), so group commit and the
-savepoint per message work as they do on SQLite. The query layer's SQL is
+undo point per message work as they do on SQLite. The query layer's SQL is
 written once; ``_translate`` rewrites what PostgreSQL spells differently
-(placeholders, ``BEGIN IMMEDIATE``, ``CROSS JOIN … ON``).
+(placeholders, ``BEGIN IMMEDIATE``, ``CROSS JOIN … ON``). Every statement is
+a round trip here, so ``BEGIN`` and ``SAVEPOINT`` wait and go in one
+pipeline with the statement after them.
 
 A server that goes away (restart, ``pg_terminate_backend``) is an episode,
 not a crash: the statement that finds the connection dead raises
@@ -13,9 +15,9 @@ not a crash: the statement that finds the connection dead raises
 it was acknowledged), and the next statement reconnects, at most once per
 backoff step (50 ms doubling to 2 s) so a down server costs a refused
 request nothing but a clock read. A ``BEGIN`` or a read outside a
-transaction that finds the connection dead is retried once on a new one: it
-changed nothing, so the caller need not hear of a connection the server
-closed while it was idle.
+transaction (with what follows it) that finds the connection dead is sent
+again once on a new one: it changed nothing, so the caller need not hear of
+a connection the server closed while it was idle.
 
 Commits are as durable as the server's settings make them; the defaults
 (``fsync`` on, ``synchronous_commit`` on) flush before ``COMMIT`` returns.
@@ -235,7 +237,7 @@ class PostgresConnection:
         return conn
 
     def _lost(self, error: Exception) -> None:
-        log.warning("store_connection_lost", store=redacted(self._url), error=str(error))
+        log.warning("store_connection_lost", store=redacted(self._url), error=_one_line(error))
         self.close()
         self._backoff = FIRST_BACKOFF_S
         self._retry_at = self._clock()  # the first reconnect is at once; then backoff
