@@ -123,6 +123,7 @@ def test_a_hub_on_the_copy_serves_what_the_first_one_stored(
         assert [m["message"]["payload"] for m in history["messages"]] == [{"deploy": True}]
         new = http("POST", hub.http_url + "/api/tasks", {"description": "new"}, token=bob)
         assert new.status == 201, "the copied seqs do not collide with new ones"
+    assert not (tmp_path / "unused").exists(), "a data dir given beside the URL holds nothing"
 
 
 def test_a_target_that_holds_anything_is_refused(filled: dict[str, Any], postgres_url: str) -> None:

@@ -124,6 +124,14 @@ def test_a_hub_on_a_store_it_knows_starts_again(store_url: str | None, tmp_path:
         assert hub.proc.poll() is None
 
 
+def test_a_hub_that_cannot_reach_its_server_says_so_and_exits_1() -> None:
+    pytest.importorskip("psycopg")
+    refused = run_hub("--store", "postgresql://agentcom@127.0.0.1:1/agentcom")
+    assert refused.returncode == 1
+    *_, line = refused.stderr.splitlines()
+    assert line.startswith("agentcom hub: cannot reach the store: connection failed"), line
+
+
 DRIVER_MISSING = """
 import sys
 sys.modules["psycopg"] = None  # as if psycopg were not installed
