@@ -11,7 +11,7 @@ Two gaps in Pykka are filled here, and only here:
   so that a reply never reports a change that is not yet on disk.
 
 On top of that, ``StoreActor`` is what the actors that own a store (TaskQueue,
-PostOffice, Analytics) share: a savepoint per message, one commit per batch,
+PostOffice, Analytics) share: an undo point (savepoint) per message, one commit per batch,
 an outbox sent only after it, and a full disk or a database gone away
 handled as one episode. Which store it is (SQLite or PostgreSQL) they do not
 know: they are handed ``Stores`` and connect.
