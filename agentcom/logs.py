@@ -23,7 +23,9 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        # Configured once per process: each module's logger resolves the
+        # configuration on its first call, not on every call (and every bind).
+        cache_logger_on_first_use=True,
     )
     # Pykka reports actor crashes through the standard library.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")

@@ -251,7 +251,8 @@ class AgentFSM(HubActor):
         self.task_id, self.generation = assignment.task_id, assignment.generation
         self.link.send(assignment.frame())
         self._arm_acceptance(self._acceptance_timeout_ms)
-        self.log.info("task_delivered", task_id=self.task_id, generation=self.generation)
+        # TaskQueue's task_assigned (info) already names the task, agent and generation.
+        self.log.debug("task_delivered", task_id=self.task_id, generation=self.generation)
         return True
 
     def _accepted(self, task_id: str) -> None:
