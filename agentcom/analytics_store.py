@@ -87,26 +87,31 @@ class AnalyticsStore(GroupCommitStore):
         if not counts:
             return
         self._writing()
-        for (agent_id, bucket), values in counts.items():
-            self._write(_ADD, (agent_id, bucket, *values))
+        self._write_many(
+            _ADD, [(agent_id, bucket, *values) for (agent_id, bucket), values in counts.items()]
+        )
 
     def save_agents(self, agents: Iterable[AgentRow], last_event_at: int) -> None:
         self._writing()
-        for a in agents:
-            self._write(
+        rows = [
+            (
+                a.agent_id,
+                a.connected_at,
+                a.last_active,
+                a.last_seen,
+                a.total_connections,
+                a.updated_at,
+            )
+            for a in agents
+        ]
+        if rows:
+            self._write_many(
                 "INSERT INTO agents (agent_id, connected_at, last_active, last_seen,"
                 " total_connections, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id)"
                 " DO UPDATE SET connected_at=excluded.connected_at,"
                 " last_active=excluded.last_active, last_seen=excluded.last_seen,"
                 " total_connections=excluded.total_connections, updated_at=excluded.updated_at",
-                (
-                    a.agent_id,
-                    a.connected_at,
-                    a.last_active,
-                    a.last_seen,
-                    a.total_connections,
-                    a.updated_at,
-                ),
+                rows,
             )
         self._write(
             "INSERT INTO meta (id, last_event_at) VALUES (1, ?) ON CONFLICT (id)"

@@ -32,7 +32,7 @@ import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -381,8 +381,16 @@ class GroupCommitStore:
         self._lost_by: StorageFull | None = None
 
     def _write(self, sql: str, params: Any = ()) -> Cursor:
+        return self._refusing(lambda: self._conn.execute(sql, params))
+
+    def _write_many(self, sql: str, rows: Sequence[Any]) -> None:
+        """One statement for many rows: on PostgreSQL, one round trip for them all."""
+        self._refusing(lambda: self._conn.executemany(sql, rows))
+
+    def _refusing(self, write: Callable[[], Cursor]) -> Cursor:
+        """Run ``write``; a full or lost store raises as such, noting a lost batch."""
         try:
-            return self._conn.execute(sql, params)
+            return write()
         except sqlite3.OperationalError as error:
             if not _is_full(error):
                 raise

@@ -15,7 +15,7 @@ queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 from agentcom.messages import StorageFull
@@ -44,6 +44,8 @@ class Connection(Protocol):
     def in_transaction(self) -> bool: ...
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Sequence[Any], /) -> Cursor: ...
 
     def close(self) -> None: ...
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -135,12 +135,27 @@ class PostgresConnection:
         if query in _DEFERRED:
             self._deferred.append(query)
             return _NO_ROWS
+        reads = sql.split(None, 1)[0].upper() == "SELECT"
+        return self._send(query, lambda conn: conn.execute(query, parameters), reads=reads)
+
+    def executemany(self, sql: str, rows: Sequence[Any], /) -> Any:
+        """One write for many rows, sent in one round trip (psycopg pipelines it)."""
+        query = _translate(sql)
+
+        def run(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+            cursor = conn.cursor()
+            cursor.executemany(query, rows)
+            return cursor
+
+        return self._send(query, run, reads=False)
+
+    def _send(
+        self, query: str, run: Callable[[psycopg.Connection[Any]], Any], *, reads: bool
+    ) -> Any:
         deferred, self._deferred = self._deferred, []
         # Nothing is lost by sending again what starts a transaction, or a read
         # outside one, on a new connection.
-        retry = deferred[:1] == [_BEGIN] or (
-            not self.in_transaction and sql.split(None, 1)[0].upper() == "SELECT"
-        )
+        retry = deferred[:1] == [_BEGIN] or (reads and not self.in_transaction)
         while True:
             conn = self._usable()
             if query == "COMMIT" and conn.info.transaction_status == TransactionStatus.INERROR:
@@ -149,12 +164,12 @@ class PostgresConnection:
                 raise TransactionFailed("a statement failed outside any savepoint")
             try:
                 if not deferred:
-                    return conn.execute(query, parameters)
+                    return run(conn)
                 with conn.pipeline():  # one round trip for all of them
                     for statement in deferred:
                         conn.execute(statement)
-                    cursor = conn.execute(query, parameters)
-                return cursor
+                    result = run(conn)
+                return result
             except psycopg.errors.DiskFull as error:
                 raise StorageFull(str(error)) from error
             except psycopg.OperationalError as error:

@@ -25,6 +25,14 @@ class FillableDisk:
         self.full: str | None = None  # "commit": COMMIT fails; "write": any write fails
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self._fill_if_full(sql)
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        self._fill_if_full(sql)
+        return self.conn.executemany(sql, rows)
+
+    def _fill_if_full(self, sql: str) -> None:
         verb = sql.split(None, 1)[0].upper()
         if (self.full == "commit" and verb == "COMMIT") or (
             self.full == "write" and verb in ("INSERT", "UPDATE", "DELETE")
@@ -32,7 +40,6 @@ class FillableDisk:
             # SQLite rolls the whole transaction back on SQLITE_FULL here.
             self.conn.execute("ROLLBACK")
             raise disk_full()
-        return self.conn.execute(sql, params)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.conn, name)
