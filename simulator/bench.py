@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcom.clock import now_ms as hub_now_ms
+from agentcom.logs import configure_logging
 from agentcom.messages import Priority, TaskStatus
 from agentcom.store import TaskRecord, TaskStore
 from agentcom.stores import POSTGRES_SCHEMES, SQLITE_SCHEME, open_stores
@@ -832,6 +833,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The fillers open the store themselves: its logs go where the hub's do
+    # (stderr, warnings only), not into the tables on stdout.
+    configure_logging("warning")
     wanted = (
         SCENARIOS if "all" in args.scenarios else tuple(s for s in SCENARIOS if s in args.scenarios)
     )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from simulator import bench_celery
+from simulator.bench import SCENARIOS
 
 
 @pytest.fixture
@@ -127,6 +128,8 @@ def test_every_scenario_runs_and_reports_its_figures(
     assert figures["baseline"]["tasks_per_s"] > 0
     assert figures["ratio"]["throughput_over_baseline"] > 0
     assert "throughput ÷ baseline" in run.stdout
+    tables = [line for line in run.stdout.splitlines() if line and "÷" not in line]
+    assert all(line.startswith("|") or line in SCENARIOS for line in tables), run.stdout
 
 
 def assert_messaging_figures(messaging: dict[str, Any]) -> None:
