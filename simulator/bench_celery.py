@@ -89,16 +89,24 @@ if os.environ.get(REDIS_URL_ENV):
 def run(count: int, submitters: int, workdir: Path) -> dict[str, Any]:
     """The figures of ``count`` tasks through Celery and Redis, started here and stopped after."""
     import celery
+    import celery.exceptions
     import redis
 
+    worker_log = workdir / "celery-worker.log"
     with (
         redis_server(workdir) as (redis_url, redis_pid),
-        worker(redis_url, workdir / "celery-worker.log") as worker_pid,
+        worker(redis_url, worker_log) as worker_pid,
     ):
         app = make_app(redis_url)
         task = app.tasks[TASK_NAME]
         # The worker's pool is up once a task has made the round trip.
-        task.delay("warm-up").get(timeout=READY_TIMEOUT_S)
+        try:
+            task.delay("warm-up").get(timeout=READY_TIMEOUT_S)
+        except celery.exceptions.TimeoutError:
+            raise RuntimeError(
+                f"celery: the worker did not answer in {READY_TIMEOUT_S:g}s;"
+                f" its log: {worker_log.read_text()[-2000:]}"
+            ) from None
         results = redis.Redis.from_url(f"{redis_url}/{RESULTS_DB}")
         target = results.dbsize() + count
         cpu_before = _tree_cpu_seconds(worker_pid) + _tree_cpu_seconds(redis_pid)
