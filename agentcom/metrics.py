@@ -59,7 +59,7 @@ class HubMetrics:
             "agentcom_tasks_dead_lettered", "Tasks moved to the dead letter", registry=r
         )
         self.cancelled = Counter(
-            "agentcom_tasks_cancelled", "Tasks cancelled by their submitter or an admin", registry=r
+            "agentcom_tasks_cancelled", "Tasks cancelled (POST /api/tasks/{id}/cancel)", registry=r
         )
         self.requeued = Counter(
             "agentcom_tasks_requeued", "Tasks retried from the dead letter", registry=r

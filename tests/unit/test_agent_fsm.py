@@ -183,6 +183,9 @@ def test_acceptance_timeout_reclaims_and_flags_unresponsive_until_an_accept(
 
     flagged = next_of(idle_events, AgentIdle)  # idle again once the timer fired
 
+    told = link.next_frame()
+    assert told["type"] == "task_cancelled"
+    assert (told["task_id"], told["reason"]) == (frame["task_id"], "acceptance_timeout")
     assert flagged.unresponsive
     assert state_of(fsm)["flags"] == ["unresponsive"]
     task = task_queue.get(frame["task_id"]).get(timeout=5)
