@@ -2,14 +2,17 @@
 
 TokenRegistry owns the tokens. What the loop holds is a read-only snapshot
 the registry handed it, and the store's token version when it was taken.
-Before each check the loop reads that version on its own connection: on
-SQLite the token file's ``data_version``, on PostgreSQL a count of the
-``NOTIFY``s heard; an in-memory counter either way, no disk I/O, no lock,
-no round trip. When a
-token was created or revoked since, by the hub or by the ``token`` CLI in
-another process, the counter has moved and the loop asks the registry for a
-fresh snapshot, so a change counts from the very next request. Asking the
-registry on every request cost more than a third of the hub's throughput.
+Before each check the loop reads that version from the store's
+``TokenWatch``: on SQLite the token file's ``data_version``, on PostgreSQL a
+count of the ``NOTIFY``s that a thread of the watch's own has heard; an
+in-memory counter either way, no disk I/O, no lock, no round trip, and never
+a wait on a database server. When a token was created or revoked since, by
+the hub or by the ``token`` CLI in another process, the counter has moved
+and the loop asks the registry for a fresh snapshot, so a change counts from
+the very next request. Asking the registry on every request cost more than a
+third of the hub's throughput. A token the snapshot does not know is looked
+up again where the counter may lag (PostgreSQL): the registry reads the
+store in its own thread, exactly.
 
 Open sockets were checked once, at ``identify``. So that a revocation ends
 them too, the hub also calls ``refresh`` on a short timer and after its own
@@ -26,7 +29,7 @@ from typing import Any
 import pykka
 
 from agentcom.http.bridge import reply
-from agentcom.store import CHANGES_STATE, TokenInfo, TokenStore, hash_token
+from agentcom.store import CHANGES_STATE, TokenInfo, hash_token
 from agentcom.stores import as_stores
 from agentcom.stores.interface import Stores
 
@@ -42,7 +45,7 @@ class TokenCheck:
         on_change: Callable[[TokenSnapshot], None] = lambda snapshot: None,
     ) -> None:
         self._tokens = tokens
-        self._watch = TokenStore(as_stores(stores).connect("tokens"))
+        self._watch = as_stores(stores).token_watch()
         self._on_change = on_change
         self._snapshot: dict[str, TokenInfo] = {}
         self._version: int | None = None
@@ -61,10 +64,10 @@ class TokenCheck:
         """Take a new snapshot if tokens changed since the last one.
 
         ``exact``: count every change committed before the call, even one whose
-        notice has not reached this connection yet (PostgreSQL: a round trip).
+        notice has not arrived yet (PostgreSQL: the registry reads the store).
         """
-        version = self._watch.data_version(exact=exact)
-        if version == self._version:
+        version = self._watch.version()
+        if version == self._version and not (exact and self._watch.lags):
             return
         # Read before asking: a change that lands meanwhile moves the
         # counter again, and the next check refreshes again.

@@ -72,6 +72,27 @@ class Stores(Protocol):
         """A new connection for one owner, in the owner's thread; the schema is in place."""
         ...
 
+    def token_watch(self) -> TokenWatch:
+        """What the IOLoop reads before each token check (``http.auth``)."""
+        ...
+
+
+class TokenWatch(Protocol):
+    """Tells the IOLoop, without blocking it, that tokens may have changed.
+
+    ``version()`` moves whenever another connection (the token CLI, another
+    hub) committed a token change, read from memory. ``lags`` says it may
+    move a moment after the commit (PostgreSQL's ``NOTIFY``): a check that
+    must count every commit asks the TokenRegistry, in its own thread.
+    """
+
+    @property
+    def lags(self) -> bool: ...
+
+    def version(self) -> int: ...
+
+    def close(self) -> None: ...
+
 
 class StoreUnavailable(StorageFull):
     """The store cannot commit now: the database server is gone or restarting.

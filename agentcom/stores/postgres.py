@@ -25,6 +25,7 @@ Commits are as durable as the server's settings make them; the defaults
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 5
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
+WATCH_POLL_S = 0.2  # how soon the token watch's thread notices it is asked to stop
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 _BEGIN = "BEGIN"
 # Sent along with the statement that follows them (a pipeline), not each on
@@ -197,11 +199,11 @@ class PostgresConnection:
         Never raises: while the server is away the count stands still, and a
         reconnect counts as a change (what was announced meanwhile was missed).
 
-        The HTTP layer asks before every request, on the IOLoop, so what has
-        arrived is read at libpq's level (a non-blocking read of the socket):
-        psycopg's ``notifies()`` costs a selector setup per call, thirty times
-        more. What arrives along with a query's results is counted by
-        ``_count_notice``.
+        What has arrived is read at libpq's level (a non-blocking read of the
+        socket): psycopg's ``notifies()`` costs a selector setup per call,
+        thirty times more. What arrives along with a query's results is
+        counted by ``_count_notice``. (The IOLoop does not call this: it reads
+        ``PostgresTokenWatch``, whose thread waits for the notices.)
         """
         try:
             conn = self._usable()
@@ -258,6 +260,77 @@ class PostgresConnection:
         self._retry_at = self._clock()  # the first reconnect is at once; then backoff
 
 
+class PostgresTokenWatch:
+    """The IOLoop's token watch: a thread of its own ``LISTEN``s for token changes.
+
+    Connecting, waiting for notices and reconnecting after the server went
+    away all happen in that thread, so the IOLoop only reads a counter and
+    never waits on the database, not even on a host that stopped answering.
+    A (re)connect counts as a change: notices sent meanwhile were missed.
+    """
+
+    lags = True  # a NOTIFY arrives a moment after its commit
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._version = 0  # written by the thread only, once it runs
+        self._stopping = threading.Event()
+        # The first LISTEN is in place before the constructor returns, so before
+        # the first snapshot: a change made in between is not missed.
+        first = self._connect_or_none()
+        self._thread = threading.Thread(
+            target=self._listen, args=(first,), name="token-watch", daemon=True
+        )
+        self._thread.start()
+
+    def version(self) -> int:
+        return self._version
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=CONNECT_TIMEOUT_S + 1)
+
+    def _connect_or_none(self) -> psycopg.Connection[Any] | None:
+        """A listening connection (counted as a change), or None after logging why not."""
+        try:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="agentcom-token-watch",
+            )
+            conn.execute(f"LISTEN {TOKENS_CHANNEL}")
+        except psycopg.OperationalError as error:
+            log.warning(
+                "token_watch_unavailable", store=redacted(self._url), error=_one_line(error)
+            )
+            return None
+        self._version += 1
+        return conn
+
+    def _listen(self, conn: psycopg.Connection[Any] | None) -> None:
+        backoff = 0.0
+        while not self._stopping.is_set():
+            if conn is None:
+                backoff = min(max(backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
+                if self._stopping.wait(backoff):
+                    break
+                conn = self._connect_or_none()
+                continue
+            backoff = 0.0
+            try:
+                for _ in conn.notifies(timeout=WATCH_POLL_S):
+                    self._version += 1
+            except psycopg.OperationalError as error:
+                log.warning(
+                    "token_watch_connection_lost", store=redacted(self._url), error=_one_line(error)
+                )
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
 class PostgresStores:
     """Every part in one database; ``open`` migrates it (``migrations``)."""
 
@@ -274,3 +347,6 @@ class PostgresStores:
 
     def connect(self, part: Part) -> Connection:
         return PostgresConnection(self.url, listen=part == "tokens")
+
+    def token_watch(self) -> PostgresTokenWatch:
+        return PostgresTokenWatch(self.url)

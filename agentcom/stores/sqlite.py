@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentcom.analytics_store import open_analytics_db
-from agentcom.store import open_messages_db, open_tasks_db, open_tokens_db
+from agentcom.store import TokenStore, open_messages_db, open_tasks_db, open_tokens_db
 from agentcom.stores.interface import Connection, Part
 
 _OPENERS = {
@@ -34,3 +34,21 @@ class SqliteStores:
 
     def connect(self, part: Part) -> Connection:
         return _OPENERS[part](self.data_dir)
+
+    def token_watch(self) -> SqliteTokenWatch:
+        return SqliteTokenWatch(TokenStore(open_tokens_db(self.data_dir)))
+
+
+class SqliteTokenWatch:
+    """The token file's ``data_version``: an exact count, read from SQLite's memory."""
+
+    lags = False
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self._tokens = tokens
+
+    def version(self) -> int:
+        return self._tokens.data_version()
+
+    def close(self) -> None:
+        self._tokens.close()

@@ -10,6 +10,7 @@ refused within the hub's token watch interval.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from agentcom.hub import TOKEN_WATCH_INTERVAL_MS
 from agentcom.store import TokenStore
 from agentcom.stores import open_stores
 from agentcom.stores.interface import Stores
+from tests.waiting import wait_until
 
 ROUNDS = 30
 
@@ -69,3 +71,34 @@ def test_a_token_revoked_by_another_process_is_refused_within_the_watch_interval
     asyncio.run(scenario())
     check.close()
     cli_side.close()
+
+
+@pytest.mark.stores("postgresql")
+def test_the_postgresql_watch_waits_in_its_own_thread_and_comes_back_after_a_kill(
+    stores: Stores, store_url: str
+) -> None:
+    """The IOLoop only reads a counter; connecting, waiting for notices and
+    reconnecting happen in the watch's thread, which ``close`` ends."""
+    import psycopg  # only this store's test needs the driver
+
+    watch = stores.token_watch()
+    cli_side = TokenStore(stores.connect("tokens"))
+    try:
+        before = watch.version()
+        cli_side.create("ada", "agent", now_ms())
+        wait_until(lambda: watch.version() > before, what="the create's notice")
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'agentcom-token-watch'"
+                " AND datname = current_database()"
+            )
+        killed = watch.version()
+        wait_until(lambda: watch.version() > killed, what="the reconnect, counted as a change")
+        listening = watch.version()
+        cli_side.revoke("ada")
+        wait_until(lambda: watch.version() > listening, what="the revoke's notice")
+    finally:
+        watch.close()
+        cli_side.close()
+    assert "token-watch" not in {thread.name for thread in threading.enumerate()}
