@@ -689,15 +689,20 @@ class TokenStore:
     def close(self) -> None:
         self._conn.close()
 
-    def data_version(self, *, exact: bool = False) -> int:
+    @property
+    def version_lags(self) -> bool:
+        """Whether ``data_version`` may move a moment after another connection's commit."""
+        return not isinstance(self._conn, sqlite3.Connection)
+
+    def data_version(self) -> int:
         """Changes when another connection (the ``token`` CLI) commits tokens.
 
         SQLite counts commits to the file in memory, exactly. PostgreSQL
         announces them (a trigger ``NOTIFY``s) and the connection counts what
-        it heard, which may lag a commit by a moment unless ``exact`` (a round
-        trip) is asked for.
+        it heard, which may lag a commit by a moment (``version_lags``): only
+        reading the table counts every commit made before the read.
         """
         if isinstance(self._conn, sqlite3.Connection):
             row = self._conn.execute("PRAGMA data_version").fetchone()
             return int(row[0])
-        return cast(WatchesTokens, self._conn).token_version(exact=exact)
+        return cast(WatchesTokens, self._conn).token_version()

@@ -3,9 +3,12 @@
 Tokens are stored hashed (``store.TokenStore``) and kept in memory. The
 ``token`` CLI may change them from another process while the hub runs, so
 the table is reloaded whenever the store's token version says another
-connection committed (SQLite's ``data_version``; PostgreSQL's ``NOTIFY``). The HTTP layer checks tokens against a snapshot of this
-table (``http.auth``), which it renews when the token file changes; that is
-what makes a token created or revoked from the command line count at once.
+connection committed (SQLite's ``data_version``; PostgreSQL's ``NOTIFY``).
+The HTTP layer checks tokens against a snapshot of this table (``http.auth``),
+which it asks for when its own watch says tokens changed; that is what makes a
+token created or revoked from the command line count at once. On PostgreSQL a
+notice may reach this connection after it reached the HTTP layer's, so a
+snapshot asked for there is always read from the table.
 
 A write the store refuses for lack of space raises ``StorageFull`` (the HTTP
 layer answers 507), one it cannot reach ``StoreUnavailable`` (503); either
@@ -83,8 +86,11 @@ class TokenRegistry(HubActor):
         return revoked
 
     def _reload_if_changed(self, *, exact: bool = False) -> None:
-        version = self._tokens.data_version(exact=exact)
-        if version != self._seen_version:
+        """Read the table again if another connection changed it; with ``exact``,
+        count every change committed before the call, even one whose notice
+        has not arrived (PostgreSQL: then only reading the table is exact)."""
+        version = self._tokens.data_version()
+        if version != self._seen_version or (exact and self._tokens.version_lags):
             self._by_hash = self._tokens.all()
             self._seen_version = version
             self.reloads += 1

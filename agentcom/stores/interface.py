@@ -53,7 +53,7 @@ class Connection(Protocol):
 class WatchesTokens(Protocol):
     """A connection that tells when tokens changed (SQLite has ``PRAGMA data_version``)."""
 
-    def token_version(self, *, exact: bool = False) -> int: ...
+    def token_version(self) -> int: ...
 
 
 class Stores(Protocol):

@@ -188,16 +188,14 @@ class PostgresConnection:
             self._conn.close()
             self._conn = None
 
-    def token_version(self, *, exact: bool = False) -> int:
+    def token_version(self) -> int:
         """Counts the token changes announced (``NOTIFY``) since this connection listens.
 
-        What has arrived is counted without a round trip. A commit's
-        ``NOTIFY`` reaches listeners a moment after the commit returns, so
-        ``exact`` first makes a round trip, after which every change committed
-        before the call is counted.
-
-        Never raises: while the server is away the count stands still, and a
-        reconnect counts as a change (what was announced meanwhile was missed).
+        What has arrived is counted without a round trip; a commit's
+        ``NOTIFY`` reaches listeners a moment after the commit returns, so the
+        count may lag it (``TokenStore.version_lags``). Never raises: while the
+        server is away the count stands still, and a reconnect counts as a
+        change (what was announced meanwhile was missed).
 
         What has arrived is read at libpq's level (a non-blocking read of the
         socket): psycopg's ``notifies()`` costs a selector setup per call,
@@ -206,10 +204,7 @@ class PostgresConnection:
         ``PostgresTokenWatch``, whose thread waits for the notices.)
         """
         try:
-            conn = self._usable()
-            if exact:
-                conn.execute("SELECT 1")
-            pgconn = conn.pgconn
+            pgconn = self._usable().pgconn
             pgconn.consume_input()
             while pgconn.notifies() is not None:
                 self._token_version += 1
