@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -46,7 +46,6 @@ from agentcom.stores.interface import (
     Cursor,
     SchemaTooNew,
     StoreUnavailable,
-    WatchesTokens,
 )
 
 log = structlog.get_logger(__name__)
@@ -689,20 +688,14 @@ class TokenStore:
     def close(self) -> None:
         self._conn.close()
 
-    @property
-    def version_lags(self) -> bool:
-        """Whether ``data_version`` may move a moment after another connection's commit."""
-        return not isinstance(self._conn, sqlite3.Connection)
-
-    def data_version(self) -> int:
+    def data_version(self) -> int | None:
         """Changes when another connection (the ``token`` CLI) commits tokens.
 
-        SQLite counts commits to the file in memory, exactly. PostgreSQL
-        announces them (a trigger ``NOTIFY``s) and the connection counts what
-        it heard, which may lag a commit by a moment (``version_lags``): only
-        reading the table counts every commit made before the read.
+        SQLite counts commits to the file in memory, exactly. PostgreSQL has
+        no such count (its ``NOTIFY`` reaches each listener on its own
+        schedule): None, and only reading the table is exact there.
         """
-        if isinstance(self._conn, sqlite3.Connection):
-            row = self._conn.execute("PRAGMA data_version").fetchone()
-            return int(row[0])
-        return cast(WatchesTokens, self._conn).token_version()
+        if not isinstance(self._conn, sqlite3.Connection):
+            return None
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])

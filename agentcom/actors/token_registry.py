@@ -2,13 +2,13 @@
 
 Tokens are stored hashed (``store.TokenStore``) and kept in memory. The
 ``token`` CLI may change them from another process while the hub runs, so
-the table is reloaded whenever the store's token version says another
-connection committed (SQLite's ``data_version``; PostgreSQL's ``NOTIFY``).
-The HTTP layer checks tokens against a snapshot of this table (``http.auth``),
-which it asks for when its own watch says tokens changed; that is what makes a
-token created or revoked from the command line count at once. On PostgreSQL a
-notice may reach this connection after it reached the HTTP layer's, so a
-snapshot asked for there is always read from the table.
+the table is reloaded when SQLite's ``data_version`` says another connection
+committed, and on PostgreSQL whenever a snapshot is asked for (a ``NOTIFY``
+reaches each listener on its own schedule, so only reading the table is
+exact). The HTTP layer checks tokens against a snapshot of this table
+(``http.auth``), which it asks for only when its own watch says tokens
+changed or a token is unknown; that is what makes a token created or revoked
+from the command line count at once.
 
 A write the store refuses for lack of space raises ``StorageFull`` (the HTTP
 layer answers 507), one it cannot reach ``StoreUnavailable`` (503); either
@@ -38,7 +38,7 @@ class TokenRegistry(HubActor):
         self._stores = as_stores(stores)
         self._clock = clock
         self._by_hash: dict[str, TokenInfo] = {}
-        self._seen_version = -1
+        self._seen_version: int | None = -1  # None: PostgreSQL, read every time
         self.reloads = 0  # how often the table was read, for the test that it is rarely
 
     def on_start(self) -> None:
@@ -55,7 +55,7 @@ class TokenRegistry(HubActor):
         Asked for when the HTTP layer saw a change: the change must be in it,
         though PostgreSQL's notice of it may not have reached this connection yet.
         """
-        self._reload_if_changed(exact=True)
+        self._reload_if_changed()
         return dict(self._by_hash)
 
     def create(self, agent_id: str, role: str) -> str:
@@ -69,7 +69,7 @@ class TokenRegistry(HubActor):
         return token
 
     def list_tokens(self) -> list[dict[str, Any]]:
-        self._reload_if_changed(exact=True)
+        self._reload_if_changed()
         return [
             {"agent_id": info.agent_id, "role": info.role, "token_prefix": info.token_prefix}
             for info in self._by_hash.values()
@@ -85,12 +85,11 @@ class TokenRegistry(HubActor):
         log.info("tokens_revoked", agent_id=agent_id, count=revoked)
         return revoked
 
-    def _reload_if_changed(self, *, exact: bool = False) -> None:
-        """Read the table again if another connection changed it; with ``exact``,
-        count every change committed before the call, even one whose notice
-        has not arrived (PostgreSQL: then only reading the table is exact)."""
+    def _reload_if_changed(self) -> None:
+        """Read the table again if another connection may have changed it: on
+        SQLite when ``data_version`` moved, on PostgreSQL every time."""
         version = self._tokens.data_version()
-        if version != self._seen_version or (exact and self._tokens.version_lags):
+        if version is None or version != self._seen_version:
             self._by_hash = self._tokens.all()
             self._seen_version = version
             self.reloads += 1

@@ -50,12 +50,6 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class WatchesTokens(Protocol):
-    """A connection that tells when tokens changed (SQLite has ``PRAGMA data_version``)."""
-
-    def token_version(self) -> int: ...
-
-
 class Stores(Protocol):
     """Where tasks, tokens, messages and analytics live; opens a connection per owner."""
 

@@ -1,9 +1,9 @@
 """The PostgreSQL store: one database holds tasks, tokens, messages and analytics.
 
-Each owner (an actor, the token CLI, the HTTP layer's token watch) gets a
-``PostgresConnection`` of its own, autocommit unless the owner says
-``BEGIN`` (as SQLite with ``isolation_level=None``), so group commit and the
-undo point per message work as they do on SQLite. The query layer's SQL is
+Each owner (an actor, the token CLI) gets a ``PostgresConnection`` of its
+own, autocommit unless the owner says ``BEGIN`` (as SQLite with
+``isolation_level=None``), so group commit and the undo point per message
+work as they do on SQLite. The query layer's SQL is
 written once; ``_translate`` rewrites what PostgreSQL spells differently
 (placeholders, ``BEGIN IMMEDIATE``, ``CROSS JOIN … ON``). Every statement is
 a round trip here, so ``BEGIN`` and ``SAVEPOINT`` wait and go in one
@@ -71,6 +71,19 @@ def _translate(sql: str) -> str:
     return translated
 
 
+def _open(url: str, application_name: str) -> psycopg.Connection[Any]:
+    """A new autocommit connection; ``psycopg.OperationalError`` if the server cannot
+    be reached within ``CONNECT_TIMEOUT_S``."""
+    return psycopg.connect(
+        url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=application_name
+    )
+
+
+def _next_backoff(previous_s: float) -> float:
+    """The wait before the next reconnect: 50 ms, doubling, at most 2 s."""
+    return min(max(previous_s * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
+
+
 def _one_line(error: Exception) -> str:
     """libpq's messages run over several lines; logs and the CLI want one."""
     return " ".join(str(error).split())
@@ -110,16 +123,12 @@ class TransactionFailed(Exception):
 class PostgresConnection:
     """One owner's connection, reconnected on demand after the server went away."""
 
-    def __init__(
-        self, url: str, *, listen: bool = False, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._url = url
-        self._listen = listen
         self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
-        self._token_version = 0
         self._deferred: list[str] = []  # of _DEFERRED, not sent yet
         self._connect()
 
@@ -188,35 +197,6 @@ class PostgresConnection:
             self._conn.close()
             self._conn = None
 
-    def token_version(self) -> int:
-        """Counts the token changes announced (``NOTIFY``) since this connection listens.
-
-        What has arrived is counted without a round trip; a commit's
-        ``NOTIFY`` reaches listeners a moment after the commit returns, so the
-        count may lag it (``TokenStore.version_lags``). Never raises: while the
-        server is away the count stands still, and a reconnect counts as a
-        change (what was announced meanwhile was missed).
-
-        What has arrived is read at libpq's level (a non-blocking read of the
-        socket): psycopg's ``notifies()`` costs a selector setup per call,
-        thirty times more. What arrives along with a query's results is
-        counted by ``_count_notice``. (The IOLoop does not call this: it reads
-        ``PostgresTokenWatch``, whose thread waits for the notices.)
-        """
-        try:
-            pgconn = self._usable().pgconn
-            pgconn.consume_input()
-            while pgconn.notifies() is not None:
-                self._token_version += 1
-        except StoreUnavailable:
-            pass
-        except psycopg.OperationalError as error:
-            self._lost(error)
-        return self._token_version
-
-    def _count_notice(self, notice: psycopg.Notify) -> None:
-        self._token_version += 1
-
     # --- the connection itself --------------------------------------------------------
 
     def _usable(self) -> psycopg.Connection[Any]:
@@ -229,23 +209,14 @@ class PostgresConnection:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="agentcom",
-            )
-            if self._listen:
-                conn.add_notify_handler(self._count_notice)
-                conn.execute(f"LISTEN {TOKENS_CHANNEL}")
+            conn = _open(self._url, "agentcom")
         except psycopg.OperationalError as error:
-            self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
+            self._backoff = _next_backoff(self._backoff)
             self._retry_at = self._clock() + self._backoff
             raise StoreUnavailable(_one_line(error)) from error
         if self._backoff:
             log.info("store_reconnected", store=redacted(self._url))
         self._conn, self._backoff = conn, 0.0
-        self._token_version += 1
         return conn
 
     def _lost(self, error: Exception) -> None:
@@ -288,12 +259,7 @@ class PostgresTokenWatch:
     def _connect_or_none(self) -> psycopg.Connection[Any] | None:
         """A listening connection (counted as a change), or None after logging why not."""
         try:
-            conn = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="agentcom-token-watch",
-            )
+            conn = _open(self._url, "agentcom-token-watch")
             conn.execute(f"LISTEN {TOKENS_CHANNEL}")
         except psycopg.OperationalError as error:
             log.warning(
@@ -307,7 +273,7 @@ class PostgresTokenWatch:
         backoff = 0.0
         while not self._stopping.is_set():
             if conn is None:
-                backoff = min(max(backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
+                backoff = _next_backoff(backoff)
                 if self._stopping.wait(backoff):
                     break
                 conn = self._connect_or_none()
@@ -341,7 +307,7 @@ class PostgresStores:
             raise StoreUnavailable(_one_line(error)) from error
 
     def connect(self, part: Part) -> Connection:
-        return PostgresConnection(self.url, listen=part == "tokens")
+        return PostgresConnection(self.url)
 
     def token_watch(self) -> PostgresTokenWatch:
         return PostgresTokenWatch(self.url)

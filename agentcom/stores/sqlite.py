@@ -48,7 +48,9 @@ class SqliteTokenWatch:
         self._tokens = tokens
 
     def version(self) -> int:
-        return self._tokens.data_version()
+        version = self._tokens.data_version()
+        assert version is not None  # a SQLite file always counts
+        return version
 
     def close(self) -> None:
         self._tokens.close()
