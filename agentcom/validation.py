@@ -29,6 +29,7 @@ class Invalid(Exception):
     def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
+        self.detail = detail
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -156,8 +157,8 @@ class BatchElementInvalid(Invalid):
     """``str()`` names the element: ``invalid_field: tasks[3]: priority must be …``."""
 
     def __init__(self, index: int, invalid: Invalid) -> None:
-        code, _, detail = str(invalid).partition(": ")
-        super().__init__(code, f"tasks[{index}]: {detail}" if detail else f"tasks[{index}]")
+        where = f"tasks[{index}]"
+        super().__init__(invalid.code, f"{where}: {invalid.detail}" if invalid.detail else where)
         self.index = index
 
 
