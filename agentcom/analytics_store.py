@@ -151,9 +151,6 @@ class AnalyticsStore(GroupCommitStore):
         )
         return {row[0]: dict(zip(COUNTS, row[1:], strict=True)) for row in rows}
 
-    def counts_of(self, agent_id: str, bucket: int) -> dict[str, int]:
-        return self.hours(agent_id, bucket).get(bucket, dict.fromkeys(COUNTS, 0))
-
     def prune(self, before_bucket: int, agents_idle_before: int) -> tuple[int, list[str]]:
         """Drop hours older than ``before_bucket`` and agents offline and quiet since
         ``agents_idle_before``; the hours dropped and the agents forgotten."""
