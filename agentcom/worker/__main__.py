@@ -55,13 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     log.info(
         "worker_starting",
-        hub=config.hub,
+        hubs=list(config.hubs),
         capabilities=list(config.capabilities),
         mode="exec" if config.exec_command else "results_dir",
         state_file=str(state.path),
     )
-    if config.insecure and config.hub.startswith("ws://"):
-        log.warning("hub_connection_unencrypted", hub=config.hub)
+    for hub in config.hubs:
+        if config.insecure and hub.startswith("ws://"):
+            log.warning("hub_connection_unencrypted", hub=hub)
     try:
         return asyncio.run(Worker(config, build_runner(config), state).run())
     finally:

@@ -46,7 +46,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    hub: str
+    hubs: tuple[str, ...]  # one or more, sharing one queue; tried in this order
     insecure: bool  # ws:// to a host other than this machine is allowed
     agent_id: str
     token: str = field(repr=False)  # never printed, never logged
@@ -65,6 +65,11 @@ class WorkerConfig:
     ping_interval: float
     log_format: str
     log_level: str
+
+    @property
+    def hub(self) -> str:
+        """The hub tried first (the only one, unless --hub named several)."""
+        return self.hubs[0]
 
 
 def _text(value: object) -> str:
@@ -113,13 +118,25 @@ def _capabilities(value: object) -> tuple[str, ...]:
     return tuple(name.strip() for name in items if isinstance(name, str) and name.strip())
 
 
-def _env_names(value: object) -> tuple[str, ...]:
-    """Names from a comma-separated string or a list (a repeated flag gives a list)."""
+def _comma_items(value: object, what: str) -> list[str]:
+    """Items of a comma-separated string or a list of them (a repeated flag gives a list)."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"expected variable names as a comma-separated string, got {value!r}")
-    names = [name.strip() for item in value for name in item.split(",") if name.strip()]
+        raise ValueError(f"expected {what} as a comma-separated string, got {value!r}")
+    return [name.strip() for item in value for name in item.split(",") if name.strip()]
+
+
+def _hub_urls(value: object) -> tuple[str, ...]:
+    urls = _comma_items(value, "hub URLs")
+    if not urls:
+        raise ValueError(f"expected at least one hub URL, got {value!r}")
+    return tuple(dict.fromkeys(urls))
+
+
+def _env_names(value: object) -> tuple[str, ...]:
+    """Names from a comma-separated string or a list (a repeated flag gives a list)."""
+    names = _comma_items(value, "variable names")
     for name in names:
         if not _ENV_NAME.fullmatch(name):
             raise ValueError(f"expected environment variable names, got {name!r}")
@@ -176,12 +193,15 @@ class _Option:
 OPTIONS: tuple[_Option, ...] = (
     _Option(
         "--hub",
-        "hub",
-        _text,
+        "hubs",
+        _hub_urls,
         "hub WebSocket URL (required): wss://HUB/ws, or ws://127.0.0.1:4000/ws for a hub on "
-        "this machine; ws:// to any other host needs --insecure",
+        "this machine; ws:// to any other host needs --insecure. Repeatable, or "
+        "comma-separated (a list in the config file), for several hubs sharing one queue, "
+        "tried in turn (see Several hubs below)",
         "URL",
         required=True,
+        action="append",
     ),
     _Option(
         "--insecure",
@@ -375,6 +395,13 @@ or {CONFIG_ENV_VAR}; JSON, or TOML if FILE ends in .toml; keys are the
 flag names with underscores, e.g. task_timeout = 600, capabilities =
 ["code", "python"]; relative paths in it are relative to the file).
 
+Several hubs: --hub ws://a/ws --hub ws://b/ws (or --hub ws://a/ws,ws://b/ws)
+for hubs that share one queue. The worker uses one at a time; when it cannot
+be reached or closes the connection, the worker tries the next one, and waits
+the reconnect backoff (1 s doubling to 60 s) only once per pass over the list.
+Holding a task, it asks whichever hub it reaches whether to go on with it
+(task_recovering), as after any reconnect.
+
 Signals: SIGTERM or SIGINT stops taking tasks, lets the running task finish for
 up to --drain-timeout seconds, then kills it and hands it back to the hub; a
 second signal skips the wait. The worker then exits 0.
@@ -511,15 +538,16 @@ def _check(values: dict[str, Any]) -> WorkerConfig:
     ]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}")
-    hub = values["hub"]
-    if not hub.startswith(("ws://", "wss://")):
-        raise ConfigError(f"--hub: expected a ws:// or wss:// URL, got {hub!r}")
-    if hub.startswith("ws://") and not values["insecure"] and not _on_this_machine(hub):
-        raise ConfigError(
-            f"--hub: {hub} is ws:// to another machine, which would send the token and "
-            "every task unencrypted; use wss:// (for a hub certificate from a private CA, set "
-            "SSL_CERT_FILE to that CA's certificate), or pass --insecure to allow it anyway"
-        )
+    for hub in values["hubs"]:
+        if not hub.startswith(("ws://", "wss://")):
+            raise ConfigError(f"--hub: expected a ws:// or wss:// URL, got {hub!r}")
+        if hub.startswith("ws://") and not values["insecure"] and not _on_this_machine(hub):
+            raise ConfigError(
+                f"--hub: {hub} is ws:// to another machine, which would send the token and "
+                "every task unencrypted; use wss:// (for a hub certificate from a private CA, "
+                "set SSL_CERT_FILE to that CA's certificate), or pass --insecure to allow it "
+                "anyway"
+            )
 
     sidecar = (values["wake_command"], values["results_dir"])
     if values["exec_command"] is not None and sidecar != (None, None):

@@ -1,4 +1,4 @@
-"""The WebSocket link to the hub: connect, identify, keep alive, and wait between attempts.
+"""The WebSocket link to a hub: connect, identify, keep alive, and which hub next, when.
 
 `open_connection` returns only an identified connection. It tells apart the
 two ways that can fail: the hub is unreachable or misbehaving (`HubUnavailable`,
@@ -7,6 +7,10 @@ worth retrying with `Backoff`), or it refused this agent's credentials
 Liveness uses WebSocket protocol pings from this side (the hub pings too): a
 hub that stops answering is noticed within a ping interval even when no frame
 is due, and the connection is dropped and made again.
+
+`HubRotation` takes the hub URLs in turn: after a failed attempt or a lost
+connection, the next one, with the backoff's wait once per pass over the list.
+The simulator's agents fail over with it too.
 
 What to say over the connection is the worker's business, not this module's.
 """
@@ -17,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -38,6 +42,10 @@ IDENTIFY_TIMEOUT_SECONDS = 10.0
 CLOSE_HANDSHAKE_SECONDS = 2.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 FATAL_IDENTIFY_ERRORS = frozenset({"invalid_token", "token_agent_mismatch"})
+GOING_AWAY = 1001  # WebSocket close code: the server is shutting down
+# Close reasons of a hub that is leaving, whatever their code: it is stopping,
+# or it no longer serves the queue. Another hub may well be there.
+LEAVING_REASONS = frozenset({"shutdown", "hub_fenced"})
 
 
 class HubUnavailable(Exception):
@@ -80,11 +88,67 @@ class Backoff:
         self._nominal = self._initial
 
 
-class HubConnection:
-    """One identified connection: JSON frames in and out."""
+class HubRotation:
+    """Which hub URL to try next, and after how long.
 
-    def __init__(self, socket: WebSocketClientConnection) -> None:
+    After a failed attempt or a lost connection, the next URL in the list
+    (round-robin), and the backoff's delay once every full pass: every
+    `len(urls)` attempts since the last wait, a lost connection counting as
+    one. An unreachable hub thus never delays reaching the next one, while
+    hubs that all fail, or all drop us at once, are tried no faster than one
+    pass per backoff step. A hub that says it is leaving (close code 1001, or
+    a reason in `LEAVING_REASONS`) is followed by the next one at once even
+    when the pass is over: that once per pass, the wait comes after the next
+    attempt instead. With a single URL the delays are the backoff's alone.
+
+    Not thread-safe: one owner, on one loop.
+    """
+
+    def __init__(self, urls: Sequence[str], backoff: Backoff | None = None) -> None:
+        if not urls:
+            raise ValueError("HubRotation needs at least one URL")
+        self.urls = tuple(urls)
+        self._backoff = backoff or Backoff()
+        self._index = 0
+        self._tried = 0  # attempts since the last wait
+        self._wait_put_off = False  # this pass's wait was put off once for a leaving hub
+
+    @property
+    def current(self) -> str:
+        """The URL to try now."""
+        return self.urls[self._index]
+
+    def connected(self) -> None:
+        """The current URL identified us: the next wait starts from the backoff's first step."""
+        self._backoff.reset()
+
+    def move_on(self, *, leaving: bool = False) -> float:
+        """The current URL failed or its connection was lost: go to the next one.
+
+        Returns the seconds to wait before trying it.
+        """
+        self._index = (self._index + 1) % len(self.urls)
+        self._tried += 1
+        if self._tried < len(self.urls):
+            return 0.0
+        if leaving and len(self.urls) > 1 and not self._wait_put_off:
+            self._wait_put_off = True
+            return 0.0
+        self._tried, self._wait_put_off = 0, False
+        return self._backoff.next_delay()
+
+
+def hub_is_leaving(close_code: int | None, close_reason: str | None) -> bool:
+    """The hub closed the connection because it is going away, not because of us."""
+    return close_code == GOING_AWAY or close_reason in LEAVING_REASONS
+
+
+class HubConnection:
+    """One identified connection to the hub at `url`: JSON frames in and out."""
+
+    def __init__(self, socket: WebSocketClientConnection, url: str) -> None:
         self._socket = socket
+        self.url = url
 
     async def send(self, frame: dict[str, Any]) -> bool:
         """False if the connection is already closed; the reader will notice too."""
@@ -125,10 +189,14 @@ class HubConnection:
     def close_reason(self) -> str | None:
         return self._socket.close_reason
 
+    @property
+    def close_code(self) -> int | None:
+        return self._socket.close_code
 
-async def open_connection(config: WorkerConfig, status: str) -> HubConnection:
-    """Connect and identify; raises HubUnavailable or CredentialsRejected."""
-    request = HTTPRequest(config.hub, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+async def open_connection(config: WorkerConfig, url: str, status: str) -> HubConnection:
+    """Connect to the hub at `url` and identify; raises HubUnavailable or CredentialsRejected."""
+    request = HTTPRequest(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     try:
         socket = await websocket_connect(
             request, ping_interval=config.ping_interval, max_message_size=MAX_FRAME_BYTES
@@ -136,7 +204,7 @@ async def open_connection(config: WorkerConfig, status: str) -> HubConnection:
     except (OSError, HTTPClientError, WebSocketError, TimeoutError) as error:
         raise HubUnavailable(f"{type(error).__name__}: {error}") from None
 
-    connection = HubConnection(socket)
+    connection = HubConnection(socket, url)
     identify = {
         "type": "identify",
         "agent_id": config.agent_id,

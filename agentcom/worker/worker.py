@@ -14,11 +14,16 @@ two decisions interleave. The rules:
   `busy`; while draining: `task_rejected` `shutdown`. For the task already
   held (the hub took it back and offers it again): adopt the new generation
   and carry on; the command is not started a second time.
+- The hubs (`--hub`, one or more URLs sharing one queue) are tried in turn:
+  a hub that cannot be reached or drops the connection is followed by the
+  next, with the backoff's wait once per pass over the list
+  (`connection.HubRotation`).
 - Each new connection with a task held (found in the state file after a
-  crash, or still running across a lost connection): `task_recovering`, and
-  nothing is reported until the hub answers. `task_continue`: adopt its
-  generation, then report the outcome if there is one, else keep the command
-  running, else run it. `task_reassign`: end the command, forget the task.
+  crash, or still running across a lost connection), to whichever hub:
+  `task_recovering`, and nothing is reported until the hub answers.
+  `task_continue`: adopt its generation, then report the outcome if there is
+  one, else keep the command running, else run it. `task_reassign`: end the
+  command, forget the task.
 - `task_cancelled` for the held task (the hub cancelled it, or took it back
   from us while we are connected: stuck, overdue, acceptance_timeout): end
   the command (SIGTERM to its group, SIGKILL after `--kill-grace`), report
@@ -59,10 +64,11 @@ import structlog
 from agentcom.worker.assignment import Assignment, MalformedAssignment
 from agentcom.worker.config import WorkerConfig
 from agentcom.worker.connection import (
-    Backoff,
     CredentialsRejected,
     HubConnection,
+    HubRotation,
     HubUnavailable,
+    hub_is_leaving,
     open_connection,
 )
 from agentcom.worker.outcome import Completed, Failed, Outcome
@@ -148,7 +154,7 @@ Event = (
     | DrainTimedOut
     | GiveUpDue
 )
-Connect = Callable[[str], Awaitable[HubConnection]]
+Connect = Callable[[str, str], Awaitable[HubConnection]]  # (url, status)
 
 
 class Worker:
@@ -237,7 +243,7 @@ class Worker:
             case FrameReceived(connection, frame) if connection is self._connection:
                 await self._on_frame(frame)
             case Disconnected(connection, reason) if connection is self._connection:
-                self._on_disconnected(reason)
+                self._on_disconnected(connection, reason)
             case CredentialsRefused(error):
                 log.error(
                     "hub_rejected_credentials",
@@ -265,51 +271,69 @@ class Worker:
     # --- the connection --------------------------------------------------------------------
 
     async def _keep_connected(self) -> None:
-        """Connect, pass frames on as events, and reconnect with backoff after any loss."""
-        backoff = Backoff()
+        """Connect, pass frames on as events, and after any loss connect again, to the next hub."""
+        hubs = HubRotation(self._config.hubs)
         attempt = 0
         while True:
             attempt += 1
-            log.info("hub_connecting", hub=self._config.hub, attempt=attempt)
+            url = hubs.current
+            log.info("hub_connecting", hub=url, attempt=attempt)
             try:
-                connection = await self._connect("working" if self._held else "idle")
+                connection = await self._connect(url, "working" if self._held else "idle")
             except CredentialsRejected as rejected:
                 self._events.put_nowait(CredentialsRefused(rejected.error))
                 return
             except HubUnavailable as error:
-                delay = backoff.next_delay()
+                delay = hubs.move_on()
                 log.warning(
                     "hub_connect_failed",
+                    hub=url,
                     attempt=attempt,
                     error=str(error),
                     retry_in_s=round(delay, 2),
                 )
-                await asyncio.sleep(delay)
+                await self._wait_for_next_hub(url, hubs.current, delay, "unreachable")
                 continue
-            backoff.reset()
+            hubs.connected()
             attempt = 0
             self._events.put_nowait(Connected(connection))
             while (frame := await connection.receive()) is not None:
                 self._events.put_nowait(FrameReceived(connection, frame))
             self._events.put_nowait(Disconnected(connection, connection.close_reason))
-            delay = backoff.next_delay()
-            log.info("hub_reconnect_wait", delay_s=round(delay, 2))
-            await asyncio.sleep(delay)
+            leaving = hub_is_leaving(connection.close_code, connection.close_reason)
+            delay = hubs.move_on(leaving=leaving)
+            log.info("hub_reconnect_wait", hub=hubs.current, delay_s=round(delay, 2))
+            await self._wait_for_next_hub(
+                url, hubs.current, delay, "leaving" if leaving else "lost"
+            )
+
+    @staticmethod
+    async def _wait_for_next_hub(previous: str, following: str, delay: float, why: str) -> None:
+        if following != previous:
+            log.info(
+                "hub_switched",
+                from_hub=previous,
+                to_hub=following,
+                why=why,
+                delay_s=round(delay, 2),
+            )
+        await asyncio.sleep(delay)
 
     async def _on_connected(self, connection: HubConnection) -> None:
         self._connection = connection
         self._reset_exchanges()
-        log.info("hub_connected", hub=self._config.hub)
+        log.info("hub_connected", hub=connection.url)
         if self._held is not None:
             # Whatever we believe, only the hub knows whether the task is still ours.
             log.info("task_recovering", task_id=self._held.assignment.task_id)
             await self._send({"type": "task_recovering", "task_id": self._held.assignment.task_id})
 
-    def _on_disconnected(self, reason: str | None) -> None:
+    def _on_disconnected(self, connection: HubConnection, reason: str | None) -> None:
         self._connection = None
         self._reset_exchanges()
         log.warning(
             "hub_connection_lost",
+            hub=connection.url,
             reason=reason,
             task_id=self._held_task_id(),
             command_running=self._run is not None,

@@ -159,20 +159,21 @@ class Workers:
 
     def start(
         self,
-        hub_url: str,
+        hub_url: str | list[str],
         token: str | None,
         agent_id: str = "alice",
         *,
         environ: dict[str, str] | None = None,
         wrapper: Sequence[str] = (),
-        **flags: str | float | bool,
+        **flags: str | float | bool | list[str],
     ) -> WorkerProcess:
         """token None: no --token flag, as when the token is in `environ`.
 
         wrapper: a command that runs the worker, such as `unshare -n`; a flag
-        given as True is passed without a value.
+        given as True is passed without a value, one given as a list once per
+        item (`--hub A --hub B`).
         """
-        settings: dict[str, str | float | bool] = {
+        settings: dict[str, str | float | bool | list[str]] = {
             "hub": hub_url,
             "agent_id": agent_id,
             **({"token": token} if token is not None else {}),
@@ -186,7 +187,8 @@ class Workers:
         }
         args = [
             f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
-            for key, value in settings.items()
+            for key, values in settings.items()
+            for value in (values if isinstance(values, list) else [values])
         ]
         log_path = self.root / f"worker-{len(self.started) + 1}-{agent_id}.log"
         worker = WorkerProcess(args, log_path, cwd=self.root, environ=environ, wrapper=wrapper)

@@ -15,6 +15,7 @@ import queue
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,9 @@ class ScriptedHub:
         assert self.socket is not None, "no worker has identified"
         self._loop.call_soon_threadsafe(self.socket.write_message, frame)
 
-    def drop_connection(self) -> None:
+    def drop_connection(self, code: int | None = None, reason: str | None = None) -> None:
         assert self.socket is not None
-        self._loop.call_soon_threadsafe(self.socket.close)
+        self._loop.call_soon_threadsafe(self.socket.close, code, reason)
 
     def expect(self, frame_type: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
         """The worker's next scripted frame, which must be of this type and have these fields."""
@@ -124,10 +125,17 @@ class ScriptedHub:
 
 
 def start_worker_running_task_a(
-    hub: ScriptedHub, workers: Workers, directory: Path, **flags: str | float
+    hub: ScriptedHub,
+    workers: Workers,
+    directory: Path,
+    more_hubs: Sequence[str] = (),
+    **flags: str | float,
 ) -> tuple[WorkerProcess, int]:
-    """A worker that accepted TASK_A and runs its command (which writes runs.log), and its group."""
-    worker = workers.start(hub.ws_url, "token", **flags)
+    """A worker that accepted TASK_A and runs its command (which writes runs.log), and its group.
+
+    more_hubs: URLs the worker tries after this hub's, in turn.
+    """
+    worker = workers.start([hub.ws_url, *more_hubs], "token", **flags)
     hub.expect("identify")
     hub.send(assign(TASK_A))
     hub.expect("task_accepted", task_id=TASK_A)
