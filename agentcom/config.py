@@ -41,6 +41,8 @@ class HubConfig:
     mailbox_max: int = 1000
     mailbox_ttl_ms: int = 7 * 24 * 60 * 60 * 1000
     channel_history_max: int = 1000
+    hub_lease_ms: int = 15_000
+    cluster_poll_ms: int = 1_000
 
     @property
     def tls(self) -> bool:
@@ -62,6 +64,10 @@ _TIMING_HELP = {
     "identify_timeout_ms": "a socket that has not identified within this is closed",
     "http_timeout_ms": "an HTTP connection idle, or slow to send its headers or body, is closed",
     "mailbox_ttl_ms": "a mailbox message unread for this long is dropped (and counted as evicted)",
+    "hub_lease_ms": "on a PostgreSQL store: a hub that has not renewed its lease for this long"
+    " is dead to the others, which rescue its tasks",
+    "cluster_poll_ms": "on a PostgreSQL store: how often a hub looks for dead hubs' tasks and"
+    " for queue changes it was not notified of",
 }
 _COUNT_HELP = {
     "mailbox_max": "messages a mailbox keeps; past it the oldest are dropped (and counted)",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from tornado.netutil import bind_sockets
 
 from agentcom.actors.analytics import Analytics
 from agentcom.actors.event_feed import EventFeed
+from agentcom.actors.hub_lease import HubLease
 from agentcom.actors.metrics import Metrics
 from agentcom.actors.post_office import PostOffice
 from agentcom.actors.presence import Presence
@@ -37,6 +39,7 @@ from agentcom.actors.pubsub import PubSub
 from agentcom.actors.scheduler import Scheduler, SchedulerTiming
 from agentcom.actors.task_queue import TaskQueue
 from agentcom.actors.token_registry import TokenRegistry
+from agentcom.cluster import TASKS_CHANNEL, Cluster, ClusterListener, new_hub_id
 from agentcom.config import HubConfig, config_from_args
 from agentcom.http.app import make_app
 from agentcom.http.auth import TokenCheck
@@ -48,7 +51,7 @@ from agentcom.http.websocket import SocketRegistry
 from agentcom.logs import configure_logging
 from agentcom.metrics import HubMetrics
 from agentcom.stores import open_stores
-from agentcom.stores.interface import SchemaTooNew, StoreDriverMissing, StoreUnavailable
+from agentcom.stores.interface import SchemaTooNew, StoreDriverMissing, Stores, StoreUnavailable
 from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
@@ -68,7 +71,24 @@ class Hub:
         """Start actors and listen; call on the IOLoop's thread."""
         config = self.config
         self.stores = stores = open_stores(config.store, config.data_dir)
+        # Bound first: on a shared store the hub's lease names its URL.
+        listeners = bind_sockets(config.port, config.host)
+        self.port = listeners[0].getsockname()[1]
+        try:
+            self._start(stores, listeners)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+
+    def _start(self, stores: Stores, listeners: list[socket.socket]) -> None:
+        config = self.config
         self.timers = Timers()
+        loop = asyncio.get_event_loop()
+        self.sockets = SocketRegistry(
+            config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
+        )
+        self.cluster = self._join_cluster(stores, loop)
         self.pubsub_ref = PubSub.start()
         # Event ids go on from run to run: a client's id from an earlier run is
         # below this one's, so it is told to reset instead of resuming wrongly.
@@ -82,7 +102,10 @@ class Hub:
         self.metrics_ref = Metrics.start(self.metrics, self.pubsub_ref)
         self.analytics_ref = Analytics.start(stores, self.pubsub_ref, self.timers)
         self.task_queue_ref = TaskQueue.start(
-            stores, self.pubsub_ref, priority_aging_ms=config.priority_aging_ms
+            stores,
+            self.pubsub_ref,
+            priority_aging_ms=config.priority_aging_ms,
+            hub_id=None if self.cluster is None else self.cluster.hub_id,
         )
         self.tokens_ref = TokenRegistry.start(stores)
         self.scheduler_ref = Scheduler.start(
@@ -97,9 +120,6 @@ class Hub:
         )
         self.post_office_ref = PostOffice.start(
             stores, config.retention, self.pubsub_ref, self.timers
-        )
-        self.sockets = SocketRegistry(
-            config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
         )
         self.presence_ref = Presence.start(
             self.task_queue_ref,
@@ -143,15 +163,47 @@ class Hub:
             metrics=self.metrics,
             events=self.events,
         )
+        if self.cluster is not None:
+            self._listen_to_cluster(self.cluster)
         self.server = HubHTTPServer(make_app(services, self.sockets), config)
-        listeners = bind_sockets(config.port, config.host)
         self.server.add_sockets(listeners)
-        self.port = listeners[0].getsockname()[1]
         self.sockets.start()
         self.events.start()
         self.token_watch = PeriodicCallback(self.token_check.refresh, TOKEN_WATCH_INTERVAL_MS)
         self.token_watch.start()
         log.info("hub_started", url=self.http_url, store=stores.description)
+
+    def _join_cluster(self, stores: Stores, loop: asyncio.AbstractEventLoop) -> Cluster | None:
+        """On a shared store: take a lease (HubLease) before any task can be assigned."""
+        if stores.shared_url is None:
+            self.lease_ref = None
+            return None
+        hub_id = new_hub_id()
+        cluster = Cluster(hub_id, stores.shared_url, ClusterListener(stores.shared_url, hub_id))
+        self.lease_ref = HubLease.start(
+            cluster,
+            stores,
+            self.http_url,
+            self.config.hub_lease_ms,
+            self.config.cluster_poll_ms,
+            self.timers,
+            on_fenced=OnLoop(loop, lambda: self.sockets.close_all("hub_fenced")),
+        )
+        return cluster
+
+    def _listen_to_cluster(self, cluster: Cluster) -> None:
+        """What this hub does with the other hubs' notices; then listen."""
+        assert self.lease_ref is not None
+        self.lease_ref.proxy().attach(self.task_queue_ref, self.scheduler_ref).get(
+            timeout=ACTOR_TIMEOUT_S
+        )
+        task_queue = self.task_queue_ref.proxy()
+        cluster.listener.on(
+            TASKS_CHANNEL, lambda notice: task_queue.changed_elsewhere.defer(notice["ids"])
+        )
+        # Notices sent while the listener was away are lost: re-read the queue.
+        cluster.listener.on_connect(lambda: task_queue.resync.defer())
+        cluster.listener.start()
 
     @property
     def http_url(self) -> str:
@@ -167,6 +219,8 @@ class Hub:
         """Stop accepting, stop actors in reverse, close the store; call on the IOLoop."""
         self.server.stop()
         self.token_watch.stop()
+        if self.lease_ref is not None:
+            await stop_actor(self.lease_ref)
         await stop_actor(self.scheduler_ref)
         await stop_actor(self.task_queue_ref)
         self.sockets.close_all()
@@ -181,6 +235,8 @@ class Hub:
         await stop_actor(self.pubsub_ref)
         self.timers.stop()
         self.token_check.close()
+        if self.cluster is not None:
+            self.cluster.listener.close()
         await self.server.close_all_connections()
         log.info("hub_stopped")
 

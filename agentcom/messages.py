@@ -65,6 +65,7 @@ class ReclaimCause(StrEnum):
     STUCK = "stuck"
     OVERDUE = "overdue"
     CRASHED = "crashed"
+    HUB_LOST = "hub_lost"  # its hub's lease expired (several hubs, ``agentcom.cluster``)
 
 
 class TaskRefused(Exception):
@@ -78,6 +79,19 @@ class TaskRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TaskChanged(TaskRefused):
+    """Another hub changed the task between this hub's read and its write, so the
+    write did not happen (``TaskStore.update``). Nothing of the request is stored;
+    this hub's memory of tasks is rebuilt from the store, as after any failure, and
+    the caller is told ``reason``: ``not_assigned`` for the agent whose task it
+    was, ``task_changed`` (409) for anyone else, who may read it and try again."""
+
+    rebuilds_memory = True
+
+    def __init__(self, reason: str = "not_assigned") -> None:
+        super().__init__(reason)
 
 
 class StorageFull(TaskRefused):
@@ -236,6 +250,14 @@ class TaskCancelled:
 class TaskDeadLettered:
     task_id: str
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFenced:
+    """To the Scheduler, from HubLease: the hub lost its lease (assign nothing) or
+    joined again under a new id (assign again)."""
+
+    fenced: bool
 
 
 # --- events on AGENTS_TOPIC (published by AgentFSM and Presence) -----------------

@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     submitted_by TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    history TEXT NOT NULL
+    history TEXT NOT NULL,
+    hub_id TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (assigned_to, seq);
@@ -118,7 +119,7 @@ CREATE INDEX IF NOT EXISTS tokens_by_agent ON tokens (agent_id);
 _COLUMNS = (
     "seq, id, description, metadata, priority, status, assigned_to, assigned_at, accepted_at,"
     " generation, retry_count, max_retries, needed_capabilities, last_error, complete_by,"
-    " result, tokens_used, submitted_by, created_at, updated_at, history"
+    " result, tokens_used, submitted_by, created_at, updated_at, history, hub_id"
 )
 
 
@@ -131,7 +132,13 @@ SQLITE_SCHEMA_VERSION = 1
 
 
 def open_tasks_db(data_dir: Path) -> sqlite3.Connection:
-    return _open(data_dir, TASKS_DB, _TASKS_SCHEMA + PROBE_SCHEMA)
+    conn = _open(data_dir, TASKS_DB, _TASKS_SCHEMA + PROBE_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    if "hub_id" not in columns:
+        # Files from before several hubs; a nullable column older hubs ignore,
+        # so the schema version stays.
+        conn.execute("ALTER TABLE tasks ADD COLUMN hub_id TEXT")
+    return conn
 
 
 def open_messages_db(data_dir: Path) -> sqlite3.Connection:
@@ -243,6 +250,9 @@ def _full_is_storage_full() -> Iterator[None]:
 _BATCH_LOST = "a failed write rolled back the batch's transaction"
 
 
+TaskKey = tuple[str, int, str | None, str | None]
+
+
 @dataclass(slots=True)
 class TaskRecord:
     """One task, as stored and as the API returns it (``to_wire``)."""
@@ -268,6 +278,15 @@ class TaskRecord:
     tokens_used: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     seq: int | None = None
+    hub_id: str | None = None
+    """The hub whose agent holds it (assigned tasks, PostgreSQL store); None otherwise."""
+    stored_key: TaskKey | None = field(default=None, compare=False, repr=False)
+    """``key()`` as the store last had it: an update applies only if it is still so."""
+
+    def key(self) -> TaskKey:
+        """What another hub's change to the task would change: status, generation,
+        holder and the holder's hub. An update is conditional on it (fencing)."""
+        return (self.status.value, self.generation, self.assigned_to, self.hub_id)
 
     def record(self, event: str, timestamp: int, **details: Any) -> None:
         self.history.append({"event": event, "timestamp": timestamp, "details": details})
@@ -317,6 +336,7 @@ class TaskRecord:
             self.created_at,
             self.updated_at,
             dumps(self.history),
+            self.hub_id,
             self.id,
         )
 
@@ -344,6 +364,8 @@ def _from_row(row: tuple[Any, ...]) -> TaskRecord:
         created_at=row[18],
         updated_at=row[19],
         history=json.loads(row[20]),
+        hub_id=row[21],
+        stored_key=(row[5], row[9], row[6], row[21]),
     )
 
 
@@ -486,6 +508,14 @@ class GroupCommitStore:
         self._in_savepoint = False
         self._kept = self._kept or keep
 
+    def notify(self, channel: str, payload: str) -> None:
+        """A NOTIFY (PostgreSQL) that goes out when the open transaction commits, so no
+        other hub hears of a change before it is committed; called after the batch's
+        last message, before ``commit``."""
+        self._writing()
+        self._write("SELECT pg_notify(?, ?)", (channel, payload))
+        self.end_message(keep=True)
+
     def probe(self, now: int) -> None:
         """A write of a few bytes: does the store take writes again?"""
         self._writing()
@@ -496,9 +526,37 @@ class GroupCommitStore:
         )
 
 
+_SET_ALL = (
+    "description=?, metadata=?, priority=?, status=?, assigned_to=?,"
+    " assigned_at=?, accepted_at=?, generation=?, retry_count=?, max_retries=?,"
+    " needed_capabilities=?, last_error=?, complete_by=?, result=?, tokens_used=?,"
+    " submitted_by=?, created_at=?, updated_at=?, history=?, hub_id=?"
+)
+_AS_LAST_READ = (
+    "id=? AND status=? AND generation=? AND assigned_to IS NOT DISTINCT FROM ?"
+    " AND hub_id IS NOT DISTINCT FROM ?"
+)
+
+
 class TaskStore(GroupCommitStore):
     """Task rows and idempotency keys. Writes join the caller's open transaction
-    (``begin``/``commit``, see ``GroupCommitStore``)."""
+    (``begin``/``commit``, see ``GroupCommitStore``).
+
+    Every update is conditional on the row being as last read (``update``).
+    On PostgreSQL, where several hubs share the table, the row is locked with
+    ``SKIP LOCKED`` first: a row another hub's open transaction holds counts as
+    changed, so no hub ever waits on another (nor deadlocks with it).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        if isinstance(conn, sqlite3.Connection):
+            self._update_sql = f"UPDATE tasks SET {_SET_ALL} WHERE {_AS_LAST_READ}"
+        else:
+            self._update_sql = (
+                f"UPDATE tasks SET {_SET_ALL} WHERE seq=(SELECT seq FROM tasks"
+                f" WHERE {_AS_LAST_READ} FOR UPDATE SKIP LOCKED)"
+            )
 
     def insert(self, task: TaskRecord) -> None:
         self._writing()
@@ -506,33 +564,77 @@ class TaskStore(GroupCommitStore):
             "INSERT INTO tasks (description, metadata, priority, status, assigned_to,"
             " assigned_at, accepted_at, generation, retry_count, max_retries,"
             " needed_capabilities, last_error, complete_by, result, tokens_used, submitted_by,"
-            " created_at, updated_at, history, id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
+            " created_at, updated_at, history, hub_id, id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
             task._row(),
         )
         ((task.seq,),) = cursor.fetchall()
+        task.stored_key = task.key()
 
-    def update(self, task: TaskRecord) -> None:
+    def update(self, task: TaskRecord) -> bool:
+        """Write ``task`` if its row is still as last read or written (``stored_key``);
+        False, nothing written, if another hub changed it meanwhile, or holds it
+        locked in a transaction not yet committed (PostgreSQL: never waited for)."""
         self._writing()
-        self._write(
-            "UPDATE tasks SET description=?, metadata=?, priority=?, status=?, assigned_to=?,"
-            " assigned_at=?, accepted_at=?, generation=?, retry_count=?, max_retries=?,"
-            " needed_capabilities=?, last_error=?, complete_by=?, result=?, tokens_used=?,"
-            " submitted_by=?, created_at=?, updated_at=?, history=? WHERE id=?",
-            task._row(),
-        )
+        assert task.stored_key is not None, "a task is updated after it was read or inserted"
+        written = self._write(self._update_sql, (*task._row(), *task.stored_key)).rowcount
+        if written != 1:
+            return False
+        task.stored_key = task.key()
+        return True
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = self._conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
         return None if row is None else _from_row(row)
 
-    def live(self) -> Iterator[TaskRecord]:
-        """Queued and assigned tasks, oldest first: what TaskQueue keeps in memory."""
+    def live(self, hub_id: str | None = None) -> Iterator[TaskRecord]:
+        """Queued tasks, and the assigned ones held through ``hub_id`` (all of them
+        on SQLite, where it is None), oldest first: what TaskQueue keeps in memory."""
         for row in self._conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) ORDER BY seq",
-            (TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value),
+            f"SELECT {_COLUMNS} FROM tasks WHERE status=?"
+            " OR (status=? AND hub_id IS NOT DISTINCT FROM ?) ORDER BY seq",
+            (TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value, hub_id),
         ):
             yield _from_row(row)
+
+    def queued(self) -> Iterator[TaskRecord]:
+        for row in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE status=? ORDER BY seq",
+            (TaskStatus.QUEUED.value,),
+        ):
+            yield _from_row(row)
+
+    def count_queued(self) -> int:
+        row = self._conn.execute(
+            "SELECT count(*) FROM tasks WHERE status=?", (TaskStatus.QUEUED.value,)
+        ).fetchone()
+        return int(row[0])
+
+    def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        if not task_ids:
+            return []
+        marks = ",".join("?" * len(task_ids))
+        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({marks})", task_ids)
+        return [_from_row(row) for row in rows]
+
+    def held_by_agent(self, agent_id: str) -> TaskRecord | None:
+        """The task assigned to ``agent_id``, through whichever hub."""
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE assigned_to=? AND status=? ORDER BY seq DESC",
+            (agent_id, TaskStatus.ASSIGNED.value),
+        ).fetchone()
+        return None if row is None else _from_row(row)
+
+    def orphaned(self, limit: int) -> list[TaskRecord]:
+        """Assigned tasks held through a hub with no live lease (PostgreSQL: the
+        ``hubs`` table, on the database's clock), or through none (assigned
+        before hubs had ids)."""
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE status=? AND (hub_id IS NULL OR hub_id NOT IN"
+            " (SELECT hub_id FROM hubs WHERE lease_expires_at > now())) ORDER BY seq LIMIT ?",
+            (TaskStatus.ASSIGNED.value, limit),
+        )
+        return [_from_row(row) for row in rows]
 
     def select(
         self,

@@ -251,9 +251,13 @@ class StoreActor(BatchingActor, Generic[StoreT, OutT]):
             self._undo(outbox_before)
             self._storage_full(full)
             return self._answer_when_full(message, full)
-        except self.refusals:
-            # Refusals are decided before anything is changed.
+        except self.refusals as refusal:
+            # Refusals are decided before anything is changed, except one that
+            # found the store changed under it (another hub's write): memory
+            # follows the store then.
             self._store.end_message(keep=False)
+            if getattr(refusal, "rebuilds_memory", False):
+                self._undo(outbox_before)
             raise
         except BaseException:
             # Anything else may have failed half-way: undo it on disk, and

@@ -32,6 +32,7 @@ from agentcom.messages import (
     AgentLeft,
     Assignment,
     AssignmentMade,
+    ClusterFenced,
     IdleAgent,
     ReclaimCause,
     ScheduleDue,
@@ -83,6 +84,7 @@ class Scheduler(HubActor):
         self._idle: dict[str, tuple[bool, frozenset[str]]] = {}
         self._idle_order = itertools.count()
         self._round_pending = False
+        self._fenced = False  # the hub lost its lease (HubLease): no assignment now
         self._sweep_timer: TimerHandle | None = None
 
     def on_start(self) -> None:
@@ -104,6 +106,9 @@ class Scheduler(HubActor):
             left = self._waiting(message.agent_id)
             if left is not None and left.agent.fsm_urn == message.fsm_urn:
                 self._forget(message.agent_id)
+        elif isinstance(message, ClusterFenced):
+            self._fenced = message.fenced
+            self._want_round()
         elif isinstance(message, ScheduleDue):
             self._round_pending = False
             self._round()
@@ -124,6 +129,8 @@ class Scheduler(HubActor):
             self.actor_ref.tell(ScheduleDue())
 
     def _round(self) -> None:
+        if self._fenced:
+            return
         offered = self._offer()
         if not offered:
             return

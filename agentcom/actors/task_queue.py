@@ -48,6 +48,7 @@ import structlog
 
 from agentcom.actors.base import StoreActor, asked_method
 from agentcom.clock import Clock, now_ms
+from agentcom.cluster import TASKS_CHANNEL, notices
 from agentcom.matching import QueuedIndex, effective_priority
 from agentcom.messages import (
     EVENTS_TOPIC,
@@ -67,6 +68,7 @@ from agentcom.messages import (
     Submitted,
     TaskAssigned,
     TaskCancelled,
+    TaskChanged,
     TaskCompleted,
     TaskDeadLettered,
     TaskFinished,
@@ -108,8 +110,12 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         clock: Clock = now_ms,
         idempotency_ttl_ms: int = IDEMPOTENCY_TTL_MS,
         priority_aging_ms: int = 0,
+        hub_id: str | None = None,
     ) -> None:
         super().__init__(stores, clock)
+        # On a store several hubs share (PostgreSQL), this hub's id; None on SQLite.
+        self._hub_id = hub_id
+        self._changed: set[str] = set()  # tasks this batch wrote: the other hubs are told
         self._pubsub = pubsub.proxy()
         self._idempotency_ttl_ms = idempotency_ttl_ms
         self._aging_ms = priority_aging_ms
@@ -132,7 +138,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         self._held_by.clear()
         self._queued = self._new_index()
         self._counts = Counter(self._store.counts())
-        for task in self._store.live():
+        for task in self._store.live(self._hub_id):
             self._remember(task)
 
     def on_stop(self) -> None:
@@ -153,6 +159,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             self._flush()  # on_stop committed the last batch and closed the store
         else:
             super().end_batch()
+
+    def _commit(self) -> bool:
+        if self._hub_id is not None and self._changed:
+            changed, self._changed = sorted(self._changed), set()
+            for payload in notices(self._hub_id, "ids", changed):
+                self._store.notify(TASKS_CHANNEL, payload)
+        return super()._commit()
 
     def _flush(self) -> None:
         by_topic: dict[str, list[object]] = {}
@@ -235,6 +248,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         )
         task.record("queued", now, submitted_by=spec.submitted_by)
         self._store.insert(task)
+        self._changed.add(task.id)
         self._counts[task.status, task.priority] += 1
         self._remember(task)
         self._publish(QUEUE_TOPIC, TaskQueued(task.id, "submitted"))
@@ -290,10 +304,12 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         )
 
     def stats(self) -> dict[str, Any]:
+        # Other hubs change the table too: on a shared store the counts are read.
+        counts = self._counts if self._hub_id is None else Counter(self._store.counts())
         by_status = {s.value: 0 for s in TaskStatus if s is not TaskStatus.DEAD_LETTER}
         by_priority = {p.lane: 0 for p in Priority}
         dead = 0
-        for (status, priority), count in self._counts.items():
+        for (status, priority), count in counts.items():
             if status is TaskStatus.DEAD_LETTER:
                 dead += count
             else:
@@ -311,7 +327,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         now = self._clock()
         task.retry_count = 0
         task.record("queued", now, requeued_from="dead_letter")
-        self._requeue(task, "requeued", now)
+        self._requeue(task, "requeued", now, changed="task_changed")
         self._watched("task_requeued", task, now)
         log.info("task_requeued", task_id=task_id)
         return {"status": "requeued", "task_id": task_id, "priority": task.priority.lane}
@@ -350,7 +366,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         # Like a dead-lettered task, it keeps its last holder in assigned_to.
         task.assigned_at = task.accepted_at = None
         task.updated_at = now
-        self._store.update(task)
+        self._save(task, "task_changed")
         self._forget(task, holder)
         if holder is not None:
             notice = TaskCancelled(task_id, holder, generation, reason or "cancelled")
@@ -386,8 +402,14 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             self._move(task, TaskStatus.ASSIGNED)
             task.generation += 1
             task.assigned_to, task.assigned_at, task.accepted_at = agent_id, now, None
+            task.hub_id = self._hub_id
             task.record("assigned", now, agent_id=agent_id, generation=task.generation)
-            self._store.update(task)
+            if not self._store.update(task):
+                # Another hub claimed (or cancelled) it first: this agent waits
+                # for the next round, and memory takes the task as it now is.
+                self._lost_claim(task)
+                continue
+            self._changed.add(task_id)
             self._held_by[agent_id] = task_id
             self._publish(TASKS_TOPIC, TaskAssigned(task_id, agent_id, task.generation))
             self._watched("task_assigned", task, now, agent_id=agent_id, generation=task.generation)
@@ -457,6 +479,11 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
 
     def held_by(self, agent_id: str) -> HeldTask | None:
         task_id = self._held_by.get(agent_id)
+        if task_id is None and self._hub_id is not None:
+            # Held through another hub, which died or which the agent left.
+            elsewhere = self._store.held_by_agent(agent_id)
+            if elsewhere is not None:
+                task_id = self._adopt(elsewhere).id
         if task_id is None:
             return None
         task = self._live[task_id]
@@ -467,7 +494,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         task = self._assigned_to(task_id, agent_id)
         now = self._clock()
         task.accepted_at = task.updated_at = now
-        self._store.update(task)
+        self._save(task)
         self._watched("task_accepted", task, now, agent_id=agent_id)
         log.info("task_accepted", task_id=task_id, agent_id=agent_id)
 
@@ -482,7 +509,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             log.info("stale_progress_ignored", task_id=task_id, agent_id=agent_id)
             return
         task.updated_at = self._clock()
-        self._store.update(task)
+        self._save(task)
         self._watched("task_progress", task, task.updated_at, agent_id=agent_id, progress=progress)
 
     def complete(
@@ -493,7 +520,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         self._move(task, TaskStatus.COMPLETED)
         task.result, task.tokens_used = result, tokens_used
         task.record("completed", now, agent_id=agent_id, generation=generation)
-        self._store.update(task)
+        self._save(task)
         self._forget(task)
         self._publish(TASKS_TOPIC, TaskCompleted(task_id, agent_id, generation))
         self._watched("task_completed", task, now, agent_id=agent_id, generation=generation)
@@ -520,9 +547,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             log.info("task_recovery_refused", task_id=task_id, agent_id=agent_id)
             return None
         # An agent recovering a task is working on it: that is acceptance too.
+        # Held before through another hub (which died, or which the agent
+        # left), it is this hub's from now: that hub's late reclaim or rescue
+        # finds it changed and does nothing.
         task.updated_at = self._clock()
         task.accepted_at = task.accepted_at or task.updated_at
-        self._store.update(task)
+        task.hub_id = self._hub_id
+        self._save(task)
         log.info("task_recovery_continued", task_id=task_id, agent_id=agent_id)
         return task.generation
 
@@ -538,6 +569,140 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         )
         self.reclaim(notice.task_id, notice.generation, cause)
 
+    # --- several hubs (a PostgreSQL store, ``agentcom.cluster``) ----------------------
+
+    def changed_elsewhere(self, task_ids: Sequence[str]) -> None:
+        """Another hub committed changes to these tasks (its NOTIFY): re-read them."""
+        found = {task.id: task for task in self._store.get_many(task_ids)}
+        for task_id in task_ids:
+            self._reconcile(task_id, found.get(task_id))
+
+    def resync(self) -> int:
+        """Make the queued tasks in memory those of the store; how many were wrong.
+
+        The safety net under the notices: run after the listener (re)connects,
+        and by the cluster poll when the counts differ (``poll``).
+        """
+        stored = {task.id: task for task in self._store.queued()}
+        kept = [task_id for task_id, task in self._live.items() if task.status is TaskStatus.QUEUED]
+        wrong = [task_id for task_id in kept if task_id not in stored]
+        for task_id in wrong:
+            self._reconcile(task_id, self._store.get(task_id))
+        missing = [task for task_id, task in stored.items() if task_id not in self._queued]
+        for task in missing:
+            self._reconcile(task.id, task)
+        if wrong or missing:
+            log.info("task_queue_resynced", dropped=len(wrong), added=len(missing))
+        return len(wrong) + len(missing)
+
+    def rejoin(self, hub_id: str) -> None:
+        """This hub lost its lease and joined again as ``hub_id`` (HubLease): what its
+        agents held under the old id is another hub's to rescue, or theirs to recover."""
+        self._hub_id = hub_id
+        self._load()
+
+    def poll(self, rescue_limit: int = 1_000) -> int:
+        """The cluster's periodic check: rescue tasks of hubs whose lease expired,
+        and resync the queue if a notice was missed. How many tasks were rescued."""
+        rescued = self.rescue(rescue_limit)
+        if self._store.count_queued() != len(self._queued):
+            self.resync()
+        return rescued
+
+    def rescue(self, limit: int) -> int:
+        """Tasks held through a hub whose lease expired go back to their lanes (cause
+        ``hub_lost``), each a conditional update: a task its agent recovered on a
+        live hub meanwhile, or that another hub rescued first, is left alone."""
+        rescued = 0
+        now = self._clock()
+        for task in self._store.orphaned(limit):
+            agent_id, generation, lost_hub = task.assigned_to, task.generation, task.hub_id
+            assert agent_id is not None
+            self._reconcile(task.id, task)
+            task = self._live.get(task.id, task)
+            task.record(
+                "reclaimed",
+                now,
+                cause=ReclaimCause.HUB_LOST.value,
+                agent_id=agent_id,
+                generation=generation,
+                hub_id=lost_hub,
+            )
+            try:
+                self._requeue(task, "reclaimed", now)
+            except TaskChanged:
+                self._reconcile(task.id, self._store.get(task.id))
+                continue
+            self._publish(
+                RECLAIMS_TOPIC, TaskReclaimed(task.id, agent_id, generation, ReclaimCause.HUB_LOST)
+            )
+            self._watched(
+                "task_reclaimed", task, now, agent_id=agent_id, cause=ReclaimCause.HUB_LOST.value
+            )
+            log.warning("task_rescued", task_id=task.id, agent_id=agent_id, hub_id=lost_hub)
+            rescued += 1
+        return rescued
+
+    def _adopt(self, task: TaskRecord) -> TaskRecord:
+        """Take over a task assigned to one of this hub's agents through another hub;
+        its next write makes it this hub's (conditional on it being unchanged)."""
+        assert task.assigned_to is not None
+        task.hub_id = self._hub_id
+        self._live[task.id] = task
+        self._held_by[task.assigned_to] = task.id
+        log.info("task_adopted", task_id=task.id, agent_id=task.assigned_to)
+        return task
+
+    def _lost_claim(self, task: TaskRecord) -> None:
+        log.info("task_claimed_elsewhere", task_id=task.id)
+        self._live.pop(task.id, None)
+        self._reconcile(task.id, self._store.get(task.id))
+
+    def _reconcile(self, task_id: str, fresh: TaskRecord | None) -> None:
+        """Make memory agree with the store's row for one task, which another hub may
+        have changed: queued tasks are matched here, and the tasks this hub's agents
+        hold are watched; an agent whose task was taken from it is told (its FSM)."""
+        old = self._live.get(task_id)
+        if old is not None and fresh is not None and old.stored_key == fresh.stored_key:
+            return
+        if old is not None:
+            del self._live[task_id]
+            if old.status is TaskStatus.QUEUED:
+                self._queued.remove(task_id, old.priority, old.needed_capabilities)
+            holder = old.assigned_to
+            if holder is not None and self._held_by.get(holder) == task_id:
+                del self._held_by[holder]
+                still_held = (
+                    fresh is not None
+                    and fresh.status is TaskStatus.ASSIGNED
+                    and fresh.assigned_to == holder
+                    and fresh.generation == old.generation
+                )
+                if not still_held:  # (held on through another hub: the agent moved)
+                    self._tell_holder(old, holder, fresh)
+        if fresh is None:
+            return
+        if fresh.status is TaskStatus.QUEUED:
+            self._remember(fresh)
+            if old is None or old.status is not TaskStatus.QUEUED:
+                self._publish(QUEUE_TOPIC, TaskQueued(task_id, "queued_elsewhere"))
+        elif fresh.status is TaskStatus.ASSIGNED and fresh.hub_id == self._hub_id:
+            self._remember(fresh)
+
+    def _tell_holder(self, old: TaskRecord, holder: str, fresh: TaskRecord | None) -> None:
+        """The FSM of ``holder`` must let go of a task another hub took from it."""
+        if fresh is not None and fresh.status is TaskStatus.CANCELLED:
+            reason = fresh.history[-1]["details"].get("reason") if fresh.history else None
+            self._publish(
+                RECLAIMS_TOPIC,
+                TaskCancelled(old.id, holder, old.generation, reason or "cancelled"),
+            )
+        else:
+            self._publish(
+                RECLAIMS_TOPIC,
+                TaskReclaimed(old.id, holder, old.generation, ReclaimCause.HUB_LOST),
+            )
+
     # --- internals ------------------------------------------------------------------
 
     def _wire(self, task: TaskRecord, now: int) -> dict[str, Any]:
@@ -548,7 +713,12 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         return {**task.to_wire(), "effective_priority": lane}
 
     def _find(self, task_id: str) -> TaskRecord | None:
-        return self._live.get(task_id) or self._store.get(task_id)
+        if self._hub_id is None:
+            return self._live.get(task_id) or self._store.get(task_id)
+        # Another hub may have changed it: the store's row is the truth.
+        fresh = self._store.get(task_id)
+        self._reconcile(task_id, fresh)
+        return self._live.get(task_id) or fresh
 
     def _assigned_to(
         self, task_id: str, agent_id: str, generation: int | None = None
@@ -564,6 +734,10 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
     def _held(self, task_id: str, agent_id: str) -> TaskRecord | None:
         """The task if it is assigned to ``agent_id`` right now."""
         task = self._live.get(task_id)
+        if task is None and self._hub_id is not None:
+            fresh = self._store.get(task_id)
+            if fresh is not None and fresh.status is TaskStatus.ASSIGNED:
+                task = self._adopt(fresh)
         if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
             return None
         return task
@@ -578,7 +752,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             # assigned_to keeps its last holder, so an operator sees who failed it
             # (and that agent may still read it); a retry clears it (_requeue).
             task.assigned_at = task.accepted_at = None
-            self._store.update(task)
+            self._save(task)
             self._forget(task, agent_id)
             self._publish(TASKS_TOPIC, TaskDeadLettered(task.id, error))
             self._watched("task_dead_letter", task, now, agent_id=agent_id, error=error)
@@ -613,12 +787,14 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         log.info("task_retried", task_id=task.id, agent_id=agent_id, retry_count=task.retry_count)
         return "retried"
 
-    def _requeue(self, task: TaskRecord, cause: str, now: int) -> None:
+    def _requeue(
+        self, task: TaskRecord, cause: str, now: int, changed: str = "not_assigned"
+    ) -> None:
         holder = task.assigned_to
         self._move(task, TaskStatus.QUEUED)
         task.assigned_to = task.assigned_at = task.accepted_at = None
         task.updated_at = now
-        self._store.update(task)
+        self._save(task, changed)
         self._release(holder, task.id)
         self._remember(task)
         self._publish(QUEUE_TOPIC, TaskQueued(task.id, cause))
@@ -627,6 +803,16 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         self._counts[task.status, task.priority] -= 1
         task.status = status
         self._counts[task.status, task.priority] += 1
+        if status is not TaskStatus.ASSIGNED:
+            task.hub_id = None
+
+    def _save(self, task: TaskRecord, changed: str = "not_assigned") -> None:
+        """Write ``task``, unless another hub changed it since it was read:
+        then ``TaskChanged(changed)``, and nothing of the request is stored."""
+        if not self._store.update(task):
+            log.info("task_changed_elsewhere", task_id=task.id)
+            raise TaskChanged(changed)
+        self._changed.add(task.id)
 
     def _remember(self, task: TaskRecord) -> None:
         self._live[task.id] = task

@@ -58,6 +58,11 @@ class Stores(Protocol):
         """For logs and messages: the data dir, or the server and database (no password)."""
         ...
 
+    @property
+    def shared_url(self) -> str | None:
+        """The database URL if several hubs may share this store (PostgreSQL), else None."""
+        ...
+
     def migrate(self) -> None:
         """Create the schema or bring it up to date; ``SchemaTooNew`` if it is newer."""
         ...

@@ -178,7 +178,33 @@ CREATE TABLE meta (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Several hubs on one database (``agentcom.cluster``): which hub's agent holds
+# an assigned task, each hub's lease on the database's clock, and who is
+# connected where. Leases and connections are not data: ``store copy`` skips them.
+_V2 = """
+ALTER TABLE tasks ADD COLUMN hub_id TEXT;
+CREATE INDEX tasks_by_hub ON tasks (hub_id) WHERE status = 'assigned';
+
+CREATE TABLE hubs (
+    hub_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    lease_expires_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE connections (
+    agent_id TEXT PRIMARY KEY,
+    hub_id TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    capabilities TEXT NOT NULL,
+    connected_at BIGINT NOT NULL
+);
+CREATE INDEX connections_by_hub ON connections (hub_id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """Migration n is ``MIGRATIONS[n - 1]``."""
 LATEST = len(MIGRATIONS)
 

@@ -298,6 +298,7 @@ class PostgresStores:
     def __init__(self, url: str) -> None:
         self.url = url
         self.description = redacted(url)
+        self.shared_url = url
 
     def migrate(self) -> None:
         try:

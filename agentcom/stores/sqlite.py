@@ -26,6 +26,7 @@ class SqliteStores:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.description = str(data_dir)
+        self.shared_url = None  # files are one hub's
 
     def migrate(self) -> None:
         """Create (or check the version of) every file now, before anyone listens."""
