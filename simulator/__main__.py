@@ -5,6 +5,10 @@ Starts N agents with one behaviour, prints one line per thing an agent does
 Ctrl-C or SIGTERM, then closes every connection cleanly. It exits 0 after an
 interrupt and 1 when the agents could not start or the hub went away.
 
+`--hub` may name several hubs sharing one queue (repeated, or
+comma-separated): each agent then fails over from one to the next as the
+worker does (see `AgentSim`).
+
 Each agent needs a token of its own agent id, from exactly one source:
 `--token` with `--agent-id` runs that one agent; `--admin-token` creates a
 token per agent through the hub's `POST /admin/tokens`; `--data-dir` creates
@@ -37,7 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Agent ids are PREFIX-1 .. PREFIX-N unless --token/--agent-id name the one agent.",
     )
     parser.add_argument(
-        "--hub", required=True, help="the hub's WebSocket URL, e.g. ws://127.0.0.1:4000/ws"
+        "--hub",
+        required=True,
+        action="append",
+        type=_comma_list,
+        help="the hub's WebSocket URL, e.g. ws://127.0.0.1:4000/ws; repeatable, or "
+        "comma-separated, for hubs sharing one queue: each agent moves to the next when one "
+        "is unreachable or closes the connection",
     )
     parser.add_argument("--agents", type=int, default=1, help="how many agents to run (default 1)")
     parser.add_argument(
@@ -61,7 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--agent-id", help="the agent id that --token belongs to")
     args = parser.parse_args(argv)
+    args.hub = tuple(dict.fromkeys(url for urls in args.hub for url in urls))
 
+    if not args.hub:
+        parser.error("--hub needs at least one URL")
     if args.agents < 1:
         parser.error("--agents must be at least 1")
     if args.token is not None and (args.agent_id is None or args.agents != 1):
@@ -88,11 +101,25 @@ def obtain_tokens(args: argparse.Namespace) -> dict[str, str]:
         return {args.agent_id: args.token}
     agent_ids = [f"{args.agent_prefix}-{n}" for n in range(1, args.agents + 1)]
     if args.admin_token is not None:
-        http_url = http_url_for(args.hub)
-        return {
-            agent_id: create_token(http_url, args.admin_token, agent_id) for agent_id in agent_ids
-        }
+        return _create_tokens_over_http(args.hub, args.admin_token, agent_ids)
     return {agent_id: _create_token_on_disk(args.data_dir, agent_id) for agent_id in agent_ids}
+
+
+def _create_tokens_over_http(
+    hubs: tuple[str, ...], admin_token: str, agent_ids: list[str]
+) -> dict[str, str]:
+    """Through the first hub that answers: hubs of one queue share their tokens."""
+    unreachable: OSError | None = None
+    for ws_url in hubs:
+        http_url = http_url_for(ws_url)
+        try:
+            return {
+                agent_id: create_token(http_url, admin_token, agent_id) for agent_id in agent_ids
+            }
+        except OSError as error:  # refused, timed out: the next hub (an HTTP error is final)
+            unreachable = error
+    assert unreachable is not None
+    raise unreachable
 
 
 def _create_token_on_disk(data_dir: str, agent_id: str) -> str:

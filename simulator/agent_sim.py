@@ -13,9 +13,15 @@ on that loop beside many others (the benchmark's thousand agents).
 It records what it saw for assertions: the tasks it was handed, the
 `task_ack`s that confirmed a completion, every `message` and
 `channel_message` pushed to it (with the wall-clock time it arrived), and every
-error frame. It never reconnects: an agent that was stopped or killed stays
-gone, which is what a test of the hub's recovery needs; a new `AgentSim` with
-the same agent id is its reconnection.
+error frame. Given one hub URL it never reconnects: an agent that was
+stopped or killed stays gone, which is what a test of the hub's recovery
+needs; a new `AgentSim` with the same agent id is its reconnection. Given
+several (hubs sharing one queue), it fails over like the worker
+(`agentcom.worker.connection.HubRotation`): a hub it cannot reach, or that
+closes the connection, is followed by the next, with the backoff once per
+pass, until it is stopped or killed or a hub refuses its token. A new
+connection is a new session: what the agent was doing for a task ends with the
+old one, and `wait_identified` waits for the new identify.
 
 Requests are answered in order: the hub handles a socket's messaging frames
 one at a time, so the next reply frame (or error frame) answers the oldest
@@ -37,13 +43,14 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
+from agentcom.worker.connection import FATAL_IDENTIFY_ERRORS, HubRotation, hub_is_leaving
 from simulator.behaviour import Action, Behaviour
 
 log = structlog.get_logger(__name__)
@@ -111,7 +118,7 @@ class AgentSim:
 
     def __init__(
         self,
-        hub_ws_url: str,
+        hub_ws_url: str | Sequence[str],
         agent_id: str,
         token: str,
         behaviour: Behaviour | str = "complete",
@@ -122,7 +129,6 @@ class AgentSim:
         presence: bool = True,
         auto_ack: bool = False,
     ) -> None:
-        self.hub_ws_url = hub_ws_url
         self.agent_id = agent_id
         self.name = name or agent_id
         self.behaviour = Behaviour.parse(behaviour) if isinstance(behaviour, str) else behaviour
@@ -135,6 +141,9 @@ class AgentSim:
         self.auto_ack = auto_ack
         self._token = token
         self.log: FilteringBoundLogger = log.bind(agent_id=agent_id)
+        urls = (hub_ws_url,) if isinstance(hub_ws_url, str) else tuple(hub_ws_url)
+        self._hubs = HubRotation(urls, event_log=self.log)  # used on the loop thread
+        self._refused = False  # a hub refused the token: no other hub will take it
 
         # Written on the loop thread, read from any thread.
         self._lock = threading.Lock()
@@ -185,6 +194,11 @@ class AgentSim:
             raise AgentSimError(f"{self.agent_id}: not identified after {timeout}s")
         if not self._identified.is_set():
             raise AgentSimError(f"{self.agent_id}: not identified: {self._failure}")
+
+    @property
+    def hub_ws_url(self) -> str:
+        """The hub URL connected to, or tried next."""
+        return self._hubs.current
 
     @property
     def identified(self) -> bool:
@@ -360,17 +374,33 @@ class AgentSim:
         self._main_task = asyncio.current_task()
         self._loop_ready.set()
         try:
-            await self._connect_and_listen()
+            while True:
+                try:
+                    why = await self._connect_and_listen()
+                except Exception as error:  # connection refused, handshake rejected, ...
+                    self._failure = f"{type(error).__name__}: {error}"
+                    self.log.error("connection_failed", hub=self.hub_ws_url, error=self._failure)
+                    why = "unreachable"
+                if self._silenced or self._refused or len(self._hubs.urls) == 1:
+                    break
+                self._forget_connection()
+                await self._hubs.next_hub(why, leaving=why == "leaving")
         except asyncio.CancelledError:
             self._failure = "stopped before the connection was made"
-        except Exception as error:  # connection refused, handshake rejected, ...
-            self._failure = f"{type(error).__name__}: {error}"
-            self.log.error("connection_failed", error=self._failure)
         finally:
             self._silence()
             self._handshake_over.set()
 
-    async def _connect_and_listen(self) -> None:
+    def _forget_connection(self) -> None:
+        """Before failing over: what the agent did on the old connection ends with it."""
+        self._connection = None
+        self._identified.clear()
+        self._handshake_over.clear()
+        for work in self._delayed_work:
+            work.cancel()
+
+    async def _connect_and_listen(self) -> str:
+        """Serve one connection; how it ended: "lost", or "leaving" (the hub went away)."""
         self.log.info("connecting", hub=self.hub_ws_url, behaviour=str(self.behaviour))
         connection = await websocket_connect(self.hub_ws_url, connect_timeout=CONNECT_TIMEOUT_S)
         self._connection = connection
@@ -401,6 +431,9 @@ class AgentSim:
             if not self._handshake_over.is_set():
                 self._failure = f"hub closed the connection (code {connection.close_code})"
         self.log.info("connection_closed")
+        return (
+            "leaving" if hub_is_leaving(connection.close_code, connection.close_reason) else "lost"
+        )
 
     async def _on_frame(self, frame: dict[str, Any], received_at: float) -> None:
         kind = frame["type"]
@@ -412,6 +445,7 @@ class AgentSim:
             return
         match kind:
             case "identified":
+                self._hubs.connected()
                 self._identified.set()
                 self._handshake_over.set()
                 self.log.info("identified", capabilities=list(self.capabilities))
@@ -430,6 +464,11 @@ class AgentSim:
         self.log.warning("hub_error", error=frame.get("error"))
         if not self._identified.is_set():
             self._failure = f"hub refused identify: {frame.get('error')}"
+            if len(self._hubs.urls) > 1 and frame.get("error") not in FATAL_IDENTIFY_ERRORS:
+                if self._connection is not None:  # another hub may take us
+                    self._connection.close(1000, "identify refused")
+                return
+            self._refused = True
             self._handshake_over.set()
         elif self._pending:
             request, answer = self._pending.popleft()

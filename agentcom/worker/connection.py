@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import (
     WebSocketClientConnection,
@@ -101,14 +102,21 @@ class HubRotation:
     when the pass is over: that once per pass, the wait comes after the next
     attempt instead. With a single URL the delays are the backoff's alone.
 
-    Not thread-safe: one owner, on one loop.
+    One owner, on one loop; `event_log` is where `next_hub` logs (default:
+    this module's logger, which carries the worker's bound agent id).
     """
 
-    def __init__(self, urls: Sequence[str], backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        backoff: Backoff | None = None,
+        event_log: FilteringBoundLogger | None = None,
+    ) -> None:
         if not urls:
             raise ValueError("HubRotation needs at least one URL")
         self.urls = tuple(urls)
         self._backoff = backoff or Backoff()
+        self._log: FilteringBoundLogger = event_log or log
         self._index = 0
         self._tried = 0  # attempts since the last wait
         self._wait_put_off = False  # this pass's wait was put off once for a leaving hub
@@ -136,6 +144,21 @@ class HubRotation:
             return 0.0
         self._tried, self._wait_put_off = 0, False
         return self._backoff.next_delay()
+
+    async def next_hub(self, why: str, *, leaving: bool = False) -> None:
+        """`move_on`, say so (`hub_switched`, or `hub_reconnect_wait` to the same URL), and wait.
+
+        why: what ended the attempt, for the log (unreachable, lost, leaving).
+        """
+        previous = self.current
+        delay = round(self.move_on(leaving=leaving), 2)
+        if self.current == previous:
+            self._log.info("hub_reconnect_wait", hub=previous, why=why, delay_s=delay)
+        else:
+            self._log.info(
+                "hub_switched", from_hub=previous, to_hub=self.current, why=why, delay_s=delay
+            )
+        await asyncio.sleep(delay)
 
 
 def hub_is_leaving(close_code: int | None, close_reason: str | None) -> bool:

@@ -284,15 +284,8 @@ class Worker:
                 self._events.put_nowait(CredentialsRefused(rejected.error))
                 return
             except HubUnavailable as error:
-                delay = hubs.move_on()
-                log.warning(
-                    "hub_connect_failed",
-                    hub=url,
-                    attempt=attempt,
-                    error=str(error),
-                    retry_in_s=round(delay, 2),
-                )
-                await self._wait_for_next_hub(url, hubs.current, delay, "unreachable")
+                log.warning("hub_connect_failed", hub=url, attempt=attempt, error=str(error))
+                await hubs.next_hub("unreachable")
                 continue
             hubs.connected()
             attempt = 0
@@ -301,23 +294,7 @@ class Worker:
                 self._events.put_nowait(FrameReceived(connection, frame))
             self._events.put_nowait(Disconnected(connection, connection.close_reason))
             leaving = hub_is_leaving(connection.close_code, connection.close_reason)
-            delay = hubs.move_on(leaving=leaving)
-            log.info("hub_reconnect_wait", hub=hubs.current, delay_s=round(delay, 2))
-            await self._wait_for_next_hub(
-                url, hubs.current, delay, "leaving" if leaving else "lost"
-            )
-
-    @staticmethod
-    async def _wait_for_next_hub(previous: str, following: str, delay: float, why: str) -> None:
-        if following != previous:
-            log.info(
-                "hub_switched",
-                from_hub=previous,
-                to_hub=following,
-                why=why,
-                delay_s=round(delay, 2),
-            )
-        await asyncio.sleep(delay)
+            await hubs.next_hub("leaving" if leaving else "lost", leaving=leaving)
 
     async def _on_connected(self, connection: HubConnection) -> None:
         self._connection = connection

@@ -3,7 +3,8 @@
 The settings and `HubRotation` in-process; then real hubs (`HubThread`) and
 real worker processes: a dead first URL, a hub stopped under a connected
 worker, and a task held across a change of hub (against scripted hubs, which
-stand in for two hubs on one queue: each answers as the test says).
+stand in for two hubs on one queue: each answers as the test says). Last, the
+simulator's agents, which fail over with the same `HubRotation`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from agentcom.hub import HubThread
 from agentcom.worker.config import ConfigError, load_config
 from agentcom.worker.connection import Backoff, HubRotation, hub_is_leaving
 from agentcom.worker.process import group_is_alive
+from simulator import AgentSim
+from simulator.__main__ import parse_args as simulator_args
 from tests.waiting import wait_until
 from tests.worker.harness import (
     HELD_COMMAND,
@@ -176,34 +180,40 @@ def test_an_unreachable_first_hub_does_not_delay_the_second(hubs: Hubs, workers:
 
     assert wait_for_status(hub, task_id, "completed")["result"]["stdout"] == "done\n"
     assert worker.saw("hub_connected", hub=hub.ws_url)
-    failed = [e for e in worker.events() if e["event"] == "hub_connect_failed"]
-    assert [(e["hub"], e["retry_in_s"]) for e in failed] == [(dead, 0)]
+    assert [e["hub"] for e in worker.events() if e["event"] == "hub_connect_failed"] == [dead]
     assert switches(worker) == [(dead, hub.ws_url, "unreachable", 0)]
 
 
-def test_a_hub_stopped_under_the_worker_sends_it_to_the_next_hub(
-    tmp_path: Path, workers: Workers
-) -> None:
+@pytest.fixture
+def two_hubs(tmp_path: Path) -> Iterator[tuple[Hubs, Hubs, str]]:
+    """Two hubs, each on a data dir of its own, and a token for alice both accept."""
     first, second = Hubs(tmp_path / "hub-a"), Hubs(tmp_path / "hub-b")
-    # The same token on both: made on the first hub's data dir, copied to the second's.
     token = first.start().create_token("alice")
     first.stop()
-    shutil.copytree(first.data_dir, second.data_dir)
-    hub_a, hub_b = first.start(), second.start()
-    try:
-        worker = workers.start(f"{hub_a.ws_url},{hub_b.ws_url}", token, exec="echo done")
-        wait_until(lambda: connected_agents(hub_a) == ["alice"] or connected_agents(hub_a))
+    shutil.copytree(first.data_dir, second.data_dir)  # tokens and all
+    first.start()
+    second.start()
+    yield first, second, token
+    for hubs in (first, second):
+        if hubs.running is not None:
+            hubs.stop()
 
-        first.stop()  # closes every socket with 1001 "shutdown"
-        wait_until(lambda: connected_agents(hub_b) == ["alice"] or connected_agents(hub_b))
-        task_id = submit(hub_b, token, "on the second hub")
 
-        assert wait_for_status(hub_b, task_id, "completed")["result"]["stdout"] == "done\n"
-        assert switches(worker) == [(hub_a.ws_url, hub_b.ws_url, "leaving", 0)]
-    finally:
-        for hubs in (first, second):
-            if hubs.running is not None:
-                hubs.stop()
+def test_a_hub_stopped_under_the_worker_sends_it_to_the_next_hub(
+    two_hubs: tuple[Hubs, Hubs, str], workers: Workers
+) -> None:
+    first, second, token = two_hubs
+    hub_a, hub_b = first.running, second.running
+    assert hub_a is not None and hub_b is not None
+    worker = workers.start(f"{hub_a.ws_url},{hub_b.ws_url}", token, exec="echo done")
+    wait_until(lambda: connected_agents(hub_a) == ["alice"] or connected_agents(hub_a))
+
+    first.stop()  # closes every socket with 1001 "shutdown"
+    wait_until(lambda: connected_agents(hub_b) == ["alice"] or connected_agents(hub_b))
+    task_id = submit(hub_b, token, "on the second hub")
+
+    assert wait_for_status(hub_b, task_id, "completed")["result"]["stdout"] == "done\n"
+    assert switches(worker) == [(hub_a.ws_url, hub_b.ws_url, "leaving", 0)]
 
 
 @pytest.fixture
@@ -259,3 +269,69 @@ def test_a_task_the_new_hub_gives_to_someone_else_is_dropped(
     assert not group_is_alive(pgid)
     second.send(assign(TASK_B))
     second.expect("task_accepted", task_id=TASK_B)
+
+
+# --- the simulator's agents: the same rotation ------------------------------------------
+
+
+@pytest.fixture
+def sims() -> Iterator[list[AgentSim]]:
+    started: list[AgentSim] = []
+    yield started
+    for sim in started:
+        sim.stop()
+
+
+def test_simulator_hub_flag_repeated_or_comma_separated() -> None:
+    args = simulator_args(["--hub", f"{A},{B}", "--hub", C, "--token", "t", "--agent-id", "x"])
+
+    assert args.hub == (A, B, C)
+
+
+def test_a_simulated_agent_gets_past_an_unreachable_hub(
+    hub: HubThread, sims: list[AgentSim]
+) -> None:
+    dead = closed_port_url()
+    sim = AgentSim([dead, hub.ws_url], "alice", hub.create_token("alice"))
+    sims.append(sim)
+
+    sim.start()
+    sim.wait_identified()
+    task_id = submit(hub, hub.create_token("boss"), "for a simulated agent")
+
+    assert sim.hub_ws_url == hub.ws_url
+    wait_for_status(hub, task_id, "completed")
+
+
+def test_a_simulated_agent_moves_to_the_next_hub_when_its_hub_stops(
+    two_hubs: tuple[Hubs, Hubs, str], sims: list[AgentSim]
+) -> None:
+    first, second, token = two_hubs
+    hub_a, hub_b = first.running, second.running
+    assert hub_a is not None and hub_b is not None
+    sim = AgentSim([hub_a.ws_url, hub_b.ws_url], "alice", token)
+    sims.append(sim)
+    sim.start()
+    sim.wait_identified()
+
+    first.stop()
+    wait_until(lambda: connected_agents(hub_b) == ["alice"] or connected_agents(hub_b))
+    task_id = submit(hub_b, token, "on the second hub")
+
+    wait_for_status(hub_b, task_id, "completed")
+    wait_until(lambda: sim.completed_count == 1 or sim.completed_count, what="task_ack complete")
+    assert sim.identified and sim.hub_ws_url == hub_b.ws_url
+
+
+def test_a_simulated_agent_with_one_hub_still_never_reconnects(
+    hubs: Hubs, sims: list[AgentSim]
+) -> None:
+    hub = hubs.start()
+    sim = AgentSim(hub.ws_url, "alice", hub.create_token("alice"))
+    sims.append(sim)
+    sim.start()
+    sim.wait_identified()
+
+    hubs.restart()
+
+    assert sim.wait_closed(timeout=10)
