@@ -100,6 +100,17 @@ def _visible(task: TaskRecord, visible_to: str | None) -> bool:
     return visible_to is None or visible_to in (task.submitted_by, task.assigned_to)
 
 
+def _still_held(old: TaskRecord, holder: str, fresh: TaskRecord | None) -> bool:
+    """Whether ``holder`` holds the assignment of ``old`` in the store's row ``fresh``
+    (through whichever hub: the agent may have moved)."""
+    return (
+        fresh is not None
+        and fresh.status is TaskStatus.ASSIGNED
+        and fresh.assigned_to == holder
+        and fresh.generation == old.generation
+    )
+
+
 class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, event)
     refusals = (TaskRefused,)  # StorageFull is one too; StoreActor handles it first
 
@@ -133,13 +144,24 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         log.info("task_queue_started", queued=len(self._queued), assigned=len(self._held_by))
 
     def _load(self) -> None:
-        """Build the in-memory view (lanes, holders, counts) from what the store holds."""
+        """Build the in-memory view (lanes, holders, counts) from what the store holds.
+
+        Rebuilt after a failure, memory may find that a task one of this hub's
+        agents held was taken from it meanwhile (by another hub, on a shared
+        store): that agent's FSM is told, as when a notice says so.
+        """
+        held_before = [(holder, self._live[task_id]) for holder, task_id in self._held_by.items()]
         self._live.clear()
         self._held_by.clear()
         self._queued = self._new_index()
         self._counts = Counter(self._store.counts())
         for task in self._store.live(self._hub_id):
             self._remember(task)
+        for holder, old in held_before:
+            if self._held_by.get(holder) != old.id:
+                fresh = self._store.get(old.id)
+                if not _still_held(old, holder, fresh):
+                    self._tell_holder(old, holder, fresh)
 
     def on_stop(self) -> None:
         self._store.commit()
@@ -547,12 +569,8 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             log.info("task_recovery_refused", task_id=task_id, agent_id=agent_id)
             return None
         # An agent recovering a task is working on it: that is acceptance too.
-        # Held before through another hub (which died, or which the agent
-        # left), it is this hub's from now: that hub's late reclaim or rescue
-        # finds it changed and does nothing.
         task.updated_at = self._clock()
         task.accepted_at = task.accepted_at or task.updated_at
-        task.hub_id = self._hub_id
         self._save(task)
         log.info("task_recovery_continued", task_id=task_id, agent_id=agent_id)
         return task.generation
@@ -644,8 +662,10 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         return rescued
 
     def _adopt(self, task: TaskRecord) -> TaskRecord:
-        """Take over a task assigned to one of this hub's agents through another hub;
-        its next write makes it this hub's (conditional on it being unchanged)."""
+        """Take over a task assigned to one of this hub's agents through another hub
+        (which died, or which the agent left). Its next write (``recover``, as a
+        rule) makes it this hub's, if it is still as read: the other hub's late
+        reclaim, or a rescue, then finds it changed and does nothing."""
         assert task.assigned_to is not None
         task.hub_id = self._hub_id
         self._live[task.id] = task
@@ -672,13 +692,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             holder = old.assigned_to
             if holder is not None and self._held_by.get(holder) == task_id:
                 del self._held_by[holder]
-                still_held = (
-                    fresh is not None
-                    and fresh.status is TaskStatus.ASSIGNED
-                    and fresh.assigned_to == holder
-                    and fresh.generation == old.generation
-                )
-                if not still_held:  # (held on through another hub: the agent moved)
+                if not _still_held(old, holder, fresh):
                     self._tell_holder(old, holder, fresh)
         if fresh is None:
             return

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from agentcom import compact_json, json_input
 from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http.auth import TokenCheck
 from agentcom.http.bridge import reply
-from agentcom.messages import MessageRefused, StorageFull
+from agentcom.messages import MessageRefused, StorageFull, TaskChanged
 from agentcom.metrics import HubMetrics
 from agentcom.store import CHANGES_STATE, TokenInfo
 from agentcom.stores.interface import StoreUnavailable
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from agentcom.http.events import EventHub
 
 _READS = ("GET", "HEAD", "OPTIONS")
+
+CHANGED_TASK_ATTEMPTS = 3
+CHANGED_TASK_PAUSE_S = 0.005
+"""A request that met a task another hub was changing is asked again after this
+(times the attempt): the other hub's transaction is a few milliseconds long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,16 @@ class BaseHandler(tornado.web.RequestHandler):
 
     async def ask(self, future: pykka.Future[Any]) -> Any:
         return await reply(future)
+
+    async def ask_while_changed(self, request: Callable[[], pykka.Future[Any]]) -> Any:
+        """Ask ``request()``; again, a few times, while another hub changes the task
+        under it (``TaskChanged``: nothing was stored), then 409 ``task_changed``."""
+        for attempt in range(CHANGED_TASK_ATTEMPTS):
+            try:
+                return await self.ask(request())
+            except TaskChanged:
+                await asyncio.sleep(CHANGED_TASK_PAUSE_S * (attempt + 1))
+        raise HttpError(409, "task_changed")
 
     async def authenticate(self, *, admin: bool = False) -> TokenInfo:
         scheme, _, token = (self.request.headers.get("Authorization") or "").partition(" ")

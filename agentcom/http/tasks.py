@@ -189,7 +189,9 @@ class TaskHandler(BaseHandler):
 class TaskRetryHandler(BaseHandler):
     async def post(self, task_id: str) -> None:
         caller = await self.authenticate()
-        requeued = await self.ask(self.services.task_queue.retry(task_id, caller.task_scope))
+        requeued = await self.ask_while_changed(
+            lambda: self.services.task_queue.retry(task_id, caller.task_scope)
+        )
         if requeued is None:
             raise HttpError(404, "dead_letter_task_not_found")
         self.send_json(requeued)
@@ -202,11 +204,12 @@ class TaskCancelHandler(BaseHandler):
         caller = await self.authenticate()
         body = self.json_body(CANCELLATION, optional=True)
         submitter = None if caller.role == "admin" else caller.agent_id
-        request = self.services.task_queue.cancel(
-            task_id, caller.agent_id, body.get("reason"), submitter
-        )
         try:
-            cancelled = await self.ask(request)
+            cancelled = await self.ask_while_changed(
+                lambda: self.services.task_queue.cancel(
+                    task_id, caller.agent_id, body.get("reason"), submitter
+                )
+            )
         except TaskFinished as finished:
             # Not an HttpError: its ``status`` keyword is the HTTP status.
             self.send_json({"error": "task_finished", "status": finished.status.value}, 409)

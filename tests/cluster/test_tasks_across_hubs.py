@@ -19,6 +19,7 @@ import pytest
 from simulator.scratch_database import scratch_database
 from tests.integration.conftest import QUIET_TIMING, LiveHub
 from tests.integration.helpers import ClientLoop, HubProcess, WsAgent, events
+from tests.pg_server import PostgresServer
 from tests.waiting import wait_until
 
 FAST_LEASE = {"hub_lease_ms": 1_500, "cluster_poll_ms": 200}
@@ -83,6 +84,29 @@ def test_a_task_submitted_on_one_hub_is_done_by_an_agent_on_another(
     assert stats["by_status"]["completed"] == 1
 
 
+def test_a_notice_not_the_poll_wakes_the_other_hub(start_hub: StartHub) -> None:
+    """With the poll a minute away, only the NOTIFY can bring the task to hub 2 in time."""
+    first, second = start_hub(cluster_poll_ms=60_000), start_hub(cluster_poll_ms=60_000)
+    worker = second.agent("woken")
+    task_id = first.submit("wake up")
+    worker.recv("task_assign", task_id=task_id, timeout=5)
+
+
+def test_a_holder_whose_task_was_cancelled_elsewhere_meanwhile_is_told(
+    start_hub: StartHub,
+) -> None:
+    """The cancel commits on hub 2 before hub 1 handles the agent's report: the
+    report is refused, and the agent still hears that its task is gone."""
+    first, second = start_hub(), start_hub()
+    holder = first.agent("raced")
+    task_id = second.submit("raced")
+    holder.recv("task_assign", task_id=task_id)
+    reply = second.api("POST", f"/api/tasks/{task_id}/cancel", {"reason": "raced"})
+    assert reply.status == 200, reply
+    holder.send({"type": "task_accepted", "task_id": task_id})
+    assert holder.recv("task_cancelled", task_id=task_id)["reason"] == "raced"
+
+
 def test_two_hubs_never_assign_one_task_twice(start_hub: StartHub, shared_db: str) -> None:
     hubs = [start_hub(), start_hub()]
     agents = [hub.agent(f"agent-{n}-{i}") for n, hub in enumerate(hubs) for i in range(3)]
@@ -117,12 +141,16 @@ def test_two_hubs_never_assign_one_task_twice(start_hub: StartHub, shared_db: st
     assert sql(shared_db, "SELECT count(*) FROM tasks WHERE hub_id IS NOT NULL") == [(0,)]
 
 
-def test_a_cancel_on_one_hub_reaches_the_holder_on_another(start_hub: StartHub) -> None:
+def test_a_cancel_on_one_hub_reaches_the_holder_on_another(
+    start_hub: StartHub, shared_db: str
+) -> None:
     first, second = start_hub(), start_hub()
     holder = first.agent("holder")
     task_id = second.submit("call me off")
     assign = holder.recv("task_assign", task_id=task_id)
     holder.send({"type": "task_accepted", "task_id": task_id})
+    accepted = "SELECT count(*) FROM tasks WHERE id = %s AND accepted_at IS NOT NULL"
+    wait_until(lambda: sql(shared_db, accepted, task_id) == [(1,)], what="accepted")
     reply = second.api("POST", f"/api/tasks/{task_id}/cancel", {"reason": "changed my mind"})
     assert reply.status == 200, reply
     notice = holder.recv("task_cancelled", task_id=task_id)
@@ -228,11 +256,53 @@ def test_an_agent_of_a_killed_hub_recovers_its_task_on_another_before_the_rescue
     again.identify("phoenix", token, capabilities=[])
     again.send({"type": "task_recovering", "task_id": task_id})
     again.recv("task_continue", task_id=task_id)
-    # Past the dead hub's lease and a few polls: the rescue must find nothing to do.
-    dead_hubs = "SELECT count(*) FROM hubs WHERE lease_expires_at < now()"
-    wait_until(lambda: sql(shared_db, dead_hubs) == [(0,)], timeout=15, what="dead hub forgotten")
+    # Past the dead hub's lease and a poll (which forgets a dead hub once it holds
+    # nothing): the rescue must have found nothing to do.
+    hubs = "SELECT hub_id FROM hubs"
+    survivor = [(survivor_hub.thread.hub.cluster.hub_id,)]
+    wait_until(lambda: sql(shared_db, hubs) == survivor, timeout=15, what="dead hub forgotten")
     again.send({"type": "task_complete", "task_id": task_id, "generation": assign["generation"]})
     wait_until(lambda: survivor_hub.task(task_id)["status"] == "completed", what="completed")
     task = survivor_hub.task(task_id)
     assert events(task, "reclaimed") == []
     assert len(events(task, "completed")) == 1
+
+
+def test_a_hub_cut_off_from_the_database_fences_itself_and_comes_back(
+    private_postgres: PostgresServer, tmp_path: Path, clients: ClientLoop
+) -> None:
+    with scratch_database(private_postgres.dsn, "fence") as url:
+        hub = LiveHub(tmp_path / "hub", clients, **{**QUIET_TIMING, **FAST_LEASE, "store": url})
+        try:
+            first_id = hub.thread.hub.cluster.hub_id
+            agent = hub.agent("cut-off")
+            private_postgres.halt()
+            # No renewal for a whole lease: the hub fences itself and lets its agents go.
+            assert agent.wait_closed(timeout=10) == 1001
+            assert agent.close_reason == "hub_fenced"
+            refused = hub.socket()
+            refused.send({"type": "identify", "agent_id": "cut-off", "token": "x" * 64})
+            assert refused.recv("error")["error"] == "hub_fenced"
+            private_postgres.launch()
+            wait_until(lambda: not hub.thread.hub.cluster.fenced, timeout=20, what="rejoined")
+            assert hub.thread.hub.cluster.hub_id != first_id
+            back = hub.agent("cut-off")
+            task_id = hub.submit("after the outage")
+            do(back, task_id)
+            wait_until(lambda: hub.task(task_id)["status"] == "completed", what="completed")
+        finally:
+            hub.close()
+
+
+def test_a_cancel_that_keeps_meeting_another_hubs_change_is_409_and_changes_nothing(
+    start_hub: StartHub, shared_db: str
+) -> None:
+    hub = start_hub()
+    task_id = hub.submit("busy elsewhere")
+    with psycopg.connect(shared_db) as other_hub:  # another hub's transaction, left open
+        other_hub.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        reply = hub.api("POST", f"/api/tasks/{task_id}/cancel", {})
+        assert (reply.status, reply.body) == (409, {"error": "task_changed"})
+        other_hub.rollback()
+    assert hub.task(task_id)["status"] == "queued"
+    assert hub.api("POST", f"/api/tasks/{task_id}/cancel", {}).status == 200

@@ -1,0 +1,76 @@
+"""Two TaskQueues (as two hubs would hold) on one PostgreSQL database, driven directly:
+the races the hub tests can only provoke, made to happen in a known order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pykka
+import pytest
+
+from agentcom.actors.pubsub import PubSub
+from agentcom.actors.task_queue import TaskQueue
+from agentcom.messages import RECLAIMS_TOPIC, IdleAgent, TaskCancelled, TaskChanged, TaskSpec
+from agentcom.stores import open_stores
+from simulator.scratch_database import scratch_database
+from tests.unit.conftest import Recorder, next_of
+
+
+@pytest.fixture
+def shared_db(postgres_server: str) -> Iterator[str]:
+    with scratch_database(postgres_server, "queues") as url:
+        yield url
+        pykka.ActorRegistry.stop_all()
+
+
+def start_queue(url: str, hub_id: str, tmp_path: Path) -> tuple[Any, Any]:
+    """A TaskQueue for hub ``hub_id``, and what it publishes on the reclaims topic."""
+    pubsub = PubSub.start()
+    recorder = Recorder.start()
+    pubsub.proxy().subscribe(RECLAIMS_TOPIC, recorder).get(timeout=10)
+    queue = TaskQueue.start(open_stores(url, tmp_path), pubsub, hub_id=hub_id).proxy()
+    return queue, recorder.proxy().seen.get(timeout=10)
+
+
+def test_the_second_hub_to_claim_a_task_gets_nothing(shared_db: str, tmp_path: Path) -> None:
+    first, _ = start_queue(shared_db, "hub-first", tmp_path)
+    second, _ = start_queue(shared_db, "hub-second", tmp_path)
+    task_id = first.submit(TaskSpec("one of us", "alice")).get(timeout=10)["task_id"]
+    second.changed_elsewhere([task_id]).get(timeout=10)  # both hold it as queued now
+    claimed = first.assign_next([IdleAgent("a", frozenset())]).get(timeout=10)
+    assert [assignment.task_id for assignment in claimed] == [task_id]
+    assert second.assign_next([IdleAgent("b", frozenset())]).get(timeout=10) == []
+    assert second.stats().get(timeout=10)["by_status"]["assigned"] == 1
+    assert second.assign_next([IdleAgent("b", frozenset())]).get(timeout=10) == []
+
+
+def test_a_holder_is_told_when_a_refused_report_shows_its_task_gone(
+    shared_db: str, tmp_path: Path
+) -> None:
+    queue, reclaims = start_queue(shared_db, "hub-only", tmp_path)
+    task_id = queue.submit(TaskSpec("taken away", "alice")).get(timeout=10)["task_id"]
+    queue.assign_next([IdleAgent("holder", frozenset())]).get(timeout=10)
+    with psycopg.connect(shared_db, autocommit=True) as conn:  # another hub's cancel
+        conn.execute(
+            "UPDATE tasks SET status = 'cancelled', hub_id = NULL WHERE id = %s", (task_id,)
+        )
+    with pytest.raises(TaskChanged):
+        queue.accept(task_id, "holder").get(timeout=10)
+    told = next_of(reclaims, TaskCancelled)
+    assert (told.task_id, told.agent_id) == (task_id, "holder")
+
+
+def test_a_task_another_hub_holds_locked_is_tried_again_once_it_is_free(
+    shared_db: str, tmp_path: Path
+) -> None:
+    queue, _ = start_queue(shared_db, "hub-patient", tmp_path)
+    task_id = queue.submit(TaskSpec("locked a moment", "alice")).get(timeout=10)["task_id"]
+    with psycopg.connect(shared_db) as other_hub:  # a transaction of another hub's, open
+        other_hub.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        assert queue.assign_next([IdleAgent("a", frozenset())]).get(timeout=10) == []
+        other_hub.rollback()  # ... which in the end changed nothing
+    claimed = queue.assign_next([IdleAgent("a", frozenset())]).get(timeout=10)
+    assert [assignment.task_id for assignment in claimed] == [task_id]
