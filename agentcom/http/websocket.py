@@ -14,6 +14,11 @@ reads no frame over ``UNIDENTIFIED_FRAME_BYTES``, and the socket is closed
 if it has not identified within ``--identify-timeout-ms``. ``SocketRegistry``
 pings every socket, closes the silent, and closes the sockets whose token
 was revoked.
+
+On a hub that shares its store with others (``agentcom.cluster``), a hub that
+has fenced itself (its lease lapsed) refuses ``identify`` with ``hub_fenced``
+and closes the socket with 1001, so the agent reconnects to another hub; the
+hub closes the sockets it holds for the same reason (``close_all``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from tornado.iostream import StreamBufferFullError, StreamClosedError
 from agentcom import compact_json, json_input
 from agentcom.actors.presence import Identity
 from agentcom.clock import now_ms
+from agentcom.cluster import Cluster
 from agentcom.config import MAX_MESSAGE_BYTES
 from agentcom.http import messaging_frames
 from agentcom.http.auth import TokenSnapshot
@@ -60,6 +66,7 @@ CLOSE_CODES = {
     "revoked": 4001,
     "identify_timeout": 4002,
     "shutdown": 1001,
+    "hub_fenced": 1001,  # going away: this hub lost its lease; another one serves
     "internal_error": 1011,
 }
 
@@ -85,9 +92,14 @@ class SocketRegistry:
     """Every open agent socket: pings, identify deadlines, revocations, presence, shutdown."""
 
     def __init__(
-        self, ping_timeout_ms: int, identify_timeout_ms: int, allowed_origins: Sequence[str] = ()
+        self,
+        ping_timeout_ms: int,
+        identify_timeout_ms: int,
+        allowed_origins: Sequence[str] = (),
+        cluster: Cluster | None = None,
     ) -> None:
         self.sockets: set[AgentSocket] = set()
+        self.cluster = cluster  # on a shared store: its ``fenced`` refuses identify
         # Identified sockets that did not opt out, each with the number of the
         # first change it may hear: none from before its own "identified".
         self.presence_listeners: dict[AgentSocket, int] = {}
@@ -102,10 +114,17 @@ class SocketRegistry:
     def start(self) -> None:
         self._pinger.start()
 
-    def close_all(self) -> None:
-        self._pinger.stop()
+    def close_all(self, reason: str = "shutdown") -> None:
+        """Close every socket with ``reason`` (``CLOSE_CODES``); a shutdown also stops
+        the pings, a fenced hub (``hub_fenced``) goes on serving the sockets to come."""
+        if reason == "shutdown":
+            self._pinger.stop()
         for socket in list(self.sockets):
-            socket.close_for("shutdown")
+            socket.close_for(reason)
+
+    @property
+    def fenced(self) -> bool:
+        return self.cluster is not None and self.cluster.fenced
 
     def close_revoked(self, valid_tokens: TokenSnapshot) -> None:
         """Close every identified socket whose token is no longer valid."""
@@ -350,12 +369,16 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         if self.fsm_ref is not None:
             self._error("already_identified")
             return
+        if self._refused_as_fenced(frame["agent_id"]):
+            return
         info: TokenInfo | None = None
         if frame.get("token"):
             info = await self.services.token_check.verify(frame["token"])
         if self.ws_connection is None:
             # Closed while the token was checked: connecting now could replace a
             # newer connection of the same agent that identified meanwhile.
+            return
+        if self._refused_as_fenced(frame["agent_id"]):
             return
         if info is None:
             self._error("invalid_token")
@@ -385,6 +408,15 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             # Tornado reads the limit from the protocol's params for each frame.
             self.ws_connection.params.max_message_size = IDENTIFIED_FRAME_BYTES  # type: ignore[attr-defined]
         log.info("agent_identified", agent_id=self.agent_id)
+
+    def _refused_as_fenced(self, agent_id: str) -> bool:
+        """A fenced hub takes no agent: it says so and closes, and the agent goes elsewhere."""
+        if not self.registry.fenced:
+            return False
+        log.info("agent_refused_hub_fenced", agent_id=agent_id)
+        self._error("hub_fenced")
+        self.close_for("hub_fenced")
+        return True
 
     async def _identified_message(self, kind: str, frame: dict[str, Any]) -> None:
         assert self.fsm_ref is not None
