@@ -22,6 +22,15 @@ transaction like TaskStore does (``GroupCommitStore``).
 Every query that runs per message finds its rows through an index: a mailbox
 read or ack, a history page, a thread walk step, a channel publish
 (``tests/unit/test_message_store.py`` checks the query plans).
+
+On PostgreSQL several hubs may share these tables (``agentcom.cluster``), and
+the per-agent and per-channel counters are read, then written (a mailbox's
+next ``seq``, a channel's). So every transaction that writes here takes one
+advisory lock first (``POST_LOCK``, held until its commit): the PostOffices of
+all hubs write one after the other, each reads what the one before committed,
+and two of them can never wait on each other's rows (no deadlock). Each
+PostOffice commits once per batch, so the wait is a batch's commit, not a
+message's. SQLite has one writer and takes no such lock.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ from typing import Any
 
 from agentcom.compact_json import dumps
 from agentcom.store import GroupCommitStore
+from agentcom.stores.interface import Connection
+
+POST_LOCK = 0x6167656E746D7367  # "agentmsg": the key of the PostgreSQL advisory lock
 
 MESSAGES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -164,6 +176,19 @@ class ChannelRow:
 
 class MessageStore(GroupCommitStore):
     """Message rows, mailboxes, channels. Writes join the caller's open transaction."""
+
+    def __init__(self, conn: Connection, *, shared: bool = False) -> None:
+        """``shared``: other hubs may write these tables too (PostgreSQL): take ``POST_LOCK``."""
+        super().__init__(conn)
+        self._shared = shared
+
+    def begin(self) -> None:
+        """Open the batch's transaction; on a shared store, wait for ``POST_LOCK`` first
+        (sent in one round trip with the ``BEGIN``)."""
+        if not self._conn.in_transaction:
+            super().begin()
+            if self._shared:
+                self._write("SELECT pg_advisory_xact_lock(?)", (POST_LOCK,))
 
     # --- messages ---------------------------------------------------------------------
 
@@ -311,9 +336,9 @@ class MessageStore(GroupCommitStore):
 
     def deposit(self, agent_id: str, message_id: str, now: int) -> MailboxCounters:
         """Put a message in ``agent_id``'s mailbox under the next seq; the new counters."""
+        self._writing()  # the counters are read under the transaction's lock
         before = self.counters(agent_id)
         seq = before.last_seq + 1
-        self._writing()
         self._write(
             "INSERT INTO mailbox (agent_id, seq, message_id, stored_at) VALUES (?,?,?,?)",
             (agent_id, seq, message_id, now),
@@ -397,8 +422,12 @@ class MessageStore(GroupCommitStore):
         self._writing()
         dropped: dict[str, int] = {}
         for agent_id, seq in rows:
-            self._write("DELETE FROM mailbox WHERE agent_id=? AND seq=?", (agent_id, seq))
-            dropped[agent_id] = dropped.get(agent_id, 0) + 1
+            # Counted as deleted here: another hub's sweep may have taken it meanwhile.
+            gone = self._write(
+                "DELETE FROM mailbox WHERE agent_id=? AND seq=?", (agent_id, seq)
+            ).rowcount
+            if gone:
+                dropped[agent_id] = dropped.get(agent_id, 0) + gone
         for agent_id, count in dropped.items():
             self._count_evicted(agent_id, count)
         return dropped
@@ -435,12 +464,16 @@ class MessageStore(GroupCommitStore):
         )
         return [(ChannelRow(*row[:5]), row[5]) for row in rows]
 
-    def create_channel(self, name: str, description: str, created_by: str, now: int) -> None:
+    def create_channel(self, name: str, description: str, created_by: str, now: int) -> bool:
+        """True if it is new (False: another hub created it since it was looked up)."""
         self._writing()
-        self._write(
-            "INSERT INTO channels (name, description, created_at, created_by, last_seq)"
-            " VALUES (?,?,?,?,0)",
-            (name, description, now, created_by),
+        return (
+            self._write(
+                "INSERT INTO channels (name, description, created_at, created_by, last_seq)"
+                " VALUES (?,?,?,?,0) ON CONFLICT (name) DO NOTHING",
+                (name, description, now, created_by),
+            ).rowcount
+            == 1
         )
 
     def delete_channel(self, name: str) -> None:
@@ -479,8 +512,12 @@ class MessageStore(GroupCommitStore):
         if self.is_subscribed(name, agent_id):
             return False
         self._writing()
-        self._write("INSERT INTO subscriptions (channel, agent_id) VALUES (?,?)", (name, agent_id))
-        return True
+        inserted = self._write(
+            "INSERT INTO subscriptions (channel, agent_id) VALUES (?,?)"
+            " ON CONFLICT (channel, agent_id) DO NOTHING",  # another hub's, since the look
+            (name, agent_id),
+        ).rowcount
+        return inserted == 1
 
     def unsubscribe(self, name: str, agent_id: str) -> bool:
         """True if ``agent_id`` was subscribed."""

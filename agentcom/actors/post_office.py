@@ -31,6 +31,22 @@ presence, tasks) it ignores: the edge tells it which agents are known.
 Privacy is decided here, in SQL: a reader that does not see everything sees
 messages it sent or received, broadcasts, and messages of the channels it is
 subscribed to. Everything else is "not found" to it.
+
+Several hubs on one PostgreSQL store (``cluster``, ``agentcom.cluster``): an
+agent not online HERE may be online on another hub, so it is treated as
+offline here: the message goes into its mailbox, and the batch's transaction
+ends with a ``POST_CHANNEL`` notice naming each such entry (agent id and
+mailbox seq), which goes out with the commit. The hub where the agent is
+online pushes it from there. Pushes to an agent's mailbox are then made in
+seq order, each once per connection: this PostOffice keeps, per online agent,
+the highest seq it pushed to that connection with every lower one pushed
+before (``_pushed``); an entry right after it is pushed as it comes, anything
+else (another hub's entry, a gap) makes it read the mailbox past that seq and
+push what it finds, in order ("catch up"). A notice for a seq already pushed
+is ignored. Were pushes out of order, an agent's ack (which acknowledges every
+lower seq too) could delete an entry it never got. The notice is only a
+wake-up: what is pushed is read from the mailbox, and after the listener
+reconnects (notices sent meanwhile are lost) every online agent is caught up.
 """
 
 from __future__ import annotations
@@ -48,6 +64,7 @@ from agentcom import compact_json
 from agentcom.actors.agent_fsm import AgentLink
 from agentcom.actors.base import StoreActor, asked_method, tell_quietly
 from agentcom.clock import Clock, now_ms
+from agentcom.cluster import POST_CHANNEL, Cluster, notices
 from agentcom.message_store import ChannelRow, MessageStore, StoredMessage
 from agentcom.messages import (
     EVENTS_TOPIC,
@@ -145,7 +162,48 @@ class _Replay:
     upto: int
 
 
-_Out = _Push | _Event | _Replay
+@dataclass(frozen=True, slots=True)
+class _Deliver:
+    """Several hubs: push mailbox entry ``seq`` to the agent's connection ``fsm_urn``,
+    in seq order (or catch up, if it would not be the next one)."""
+
+    agent_id: str
+    fsm_urn: str
+    seq: int
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _CatchUp:
+    """Several hubs: push the agent's mailbox entries past the last one pushed to
+    ``fsm_urn``, oldest first. It reads what is committed, like ``_Replay``."""
+
+    agent_id: str
+    fsm_urn: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """Several hubs: mailbox entries of ``message_id`` for agents not online here, to
+    name in a ``POST_CHANNEL`` notice sent inside the batch's transaction."""
+
+    message_id: str
+    deliveries: tuple[tuple[str, int], ...]
+
+
+_Out = _Push | _Event | _Replay | _Deliver | _CatchUp | _Posted
+
+
+@dataclass(frozen=True, slots=True)
+class PostedElsewhere:
+    """A ``POST_CHANNEL`` notice from another hub: these mailbox entries are new."""
+
+    deliveries: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerReconnected:
+    """The cluster listener (re)connected: notices may have been missed."""
 
 
 class PostOffice(StoreActor[MessageStore, _Out]):
@@ -158,6 +216,8 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         pubsub_ref: pykka.ActorRef[Any],
         timers: Timers,
         clock: Clock = now_ms,
+        *,
+        cluster: Cluster | None = None,
     ) -> None:
         super().__init__(stores, clock)
         self._defaults = retention  # the flags; PUT values stored in settings win
@@ -167,12 +227,27 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         self._online: dict[str, tuple[str, AgentLink]] = {}  # agent id: (fsm urn, link)
         self._sweep_timer: TimerHandle | None = None
         self._last_timestamp = 0
+        self._cluster = cluster
+        # Several hubs: per online agent, the highest mailbox seq pushed to its
+        # connection with every lower one pushed before it.
+        self._pushed: dict[str, int] = {}
+        if cluster is not None:
+            # Registered before the hub starts the listener; handlers only tell.
+            ref = self.actor_ref
+            cluster.listener.on(
+                POST_CHANNEL,
+                lambda notice: tell_quietly(
+                    ref,
+                    PostedElsewhere(tuple((str(a), int(s)) for a, s in notice["deliveries"])),
+                ),
+            )
+            cluster.listener.on_connect(lambda: tell_quietly(ref, ListenerReconnected()))
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def on_start(self) -> None:
         self._db = self._stores.connect("messages")
-        self._store = MessageStore(self._db)
+        self._store = MessageStore(self._db, shared=self._stores.shared_url is not None)
         self._load()
         self._last_timestamp = self._store.last_timestamp()
         try:
@@ -217,7 +292,21 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         raise full
 
     def _outlives_lost_batch(self, out: _Out) -> bool:
-        return isinstance(out, _Replay)  # it reads what is committed
+        return isinstance(out, _Replay | _CatchUp)  # they read what is committed
+
+    def _commit(self) -> bool:
+        """Several hubs: the notices of the batch's entries for agents not online
+        here go out in its transaction, so none is heard before the commit."""
+        if self._cluster is not None:
+            hub_id = self._cluster.hub_id
+            for out in self._outbox:
+                if isinstance(out, _Posted):
+                    deliveries = [list(delivery) for delivery in out.deliveries]
+                    for payload in notices(
+                        hub_id, "deliveries", deliveries, message_id=out.message_id
+                    ):
+                        self._store.notify(POST_CHANNEL, payload)
+        return super()._commit()
 
     def end_batch(self) -> None:
         try:
@@ -237,6 +326,10 @@ class PostOffice(StoreActor[MessageStore, _Out]):
                     events.append(event)
                 case _Replay(agent_id, fsm_urn, upto):
                     self._replay(agent_id, fsm_urn, upto)
+                case _Deliver(agent_id, fsm_urn, seq, frame):
+                    self._deliver(agent_id, fsm_urn, seq, frame)
+                case _CatchUp(agent_id, fsm_urn):
+                    self._catch_up(agent_id, fsm_urn)
         if events:
             try:
                 self._pubsub.publish.defer(EVENTS_TOPIC, events)
@@ -257,14 +350,30 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         match message:
             case AgentOnline(agent_id, fsm_urn, link):
                 self._online[agent_id] = (fsm_urn, link)
-                upto = self._store.counters(agent_id).last_seq
-                self._outbox.append(_Replay(agent_id, fsm_urn, upto))
+                if self._cluster is None:
+                    upto = self._store.counters(agent_id).last_seq
+                    self._outbox.append(_Replay(agent_id, fsm_urn, upto))
+                else:
+                    self._pushed[agent_id] = 0
+                    self._outbox.append(_CatchUp(agent_id, fsm_urn))
                 log.info("agent_online", agent_id=agent_id, fsm_urn=fsm_urn)
             case AgentStopped(agent_id=agent_id, fsm_urn=fsm_urn):
                 known = self._online.get(agent_id)
                 if known is not None and known[0] == fsm_urn:
                     del self._online[agent_id]
+                    self._pushed.pop(agent_id, None)
                     log.info("agent_offline", agent_id=agent_id, fsm_urn=fsm_urn)
+            case PostedElsewhere(deliveries):
+                due = {
+                    agent_id
+                    for agent_id, seq in deliveries
+                    if agent_id in self._online and seq > self._pushed.get(agent_id, 0)
+                }
+                for agent_id in sorted(due):
+                    self._outbox.append(_CatchUp(agent_id, self._online[agent_id][0]))
+            case ListenerReconnected():
+                for agent_id, (fsm_urn, _) in self._online.items():
+                    self._outbox.append(_CatchUp(agent_id, fsm_urn))
             case MailboxSweepDue():
                 try:
                     self._sweep()
@@ -288,6 +397,40 @@ class PostOffice(StoreActor[MessageStore, _Out]):
             pushed += len(page)
         if pushed:
             log.info("mailbox_replayed", agent_id=agent_id, count=pushed, up_to=upto)
+
+    def _deliver(self, agent_id: str, fsm_urn: str, seq: int, frame: dict[str, Any]) -> None:
+        """Several hubs: push entry ``seq`` if it is the next one; catch up if earlier
+        ones (another hub's) are not pushed yet; nothing if it was pushed."""
+        known = self._online.get(agent_id)
+        if known is None or known[0] != fsm_urn:
+            return
+        pushed = self._pushed.get(agent_id, 0)
+        if seq == pushed + 1:
+            push_many((known[1],), frame)
+            self._pushed[agent_id] = seq
+        elif seq > pushed:
+            self._catch_up(agent_id, fsm_urn)
+
+    def _catch_up(self, agent_id: str, fsm_urn: str) -> None:
+        """Several hubs: every committed entry past the last one pushed to this
+        connection, oldest first (an entry acknowledged or evicted meanwhile is gone)."""
+        known = self._online.get(agent_id)
+        if known is None or known[0] != fsm_urn:
+            return
+        link = known[1]
+        since = first = self._pushed.get(agent_id, 0)
+        count = 0
+        try:
+            while page := self._store.mailbox(agent_id, since, REPLAY_PAGE):
+                for seq, message in page:
+                    push_many((link,), _push_frame(message, seq))
+                since = page[-1][0]
+                count += len(page)
+                self._pushed[agent_id] = since
+        except StorageFull as refusal:  # the store went away: the next entry catches up
+            log.warning("mailbox_catch_up_failed", agent_id=agent_id, error=refusal.reason)
+        if count:
+            log.info("mailbox_caught_up", agent_id=agent_id, count=count, after=first, up_to=since)
 
     def _arm_sweep(self) -> None:
         if self._sweep_timer is not None:
@@ -323,15 +466,19 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         if letter.to is not None:
             seq = self._deposit(letter.to, message)
             online = self._online.get(letter.to)
-            if online is not None:
+            if online is None:
+                self._posted(message, [(letter.to, seq)])
+            elif self._cluster is None:
                 self._push((online[1],), _push_frame(message, seq))
+            else:
+                self._outbox.append(_Deliver(letter.to, online[0], seq, _push_frame(message, seq)))
             mlog.info("message_sent", to=letter.to, seq=seq, pushed=online is not None)
         else:
             links = [link for agent, (_, link) in self._online.items() if agent != letter.sender]
             self._push(links, _push_frame(message))
             offline = sorted(known_agents.difference(self._online, (letter.sender,)))
-            for agent_id in offline:
-                self._deposit(agent_id, message)
+            deposits = [(agent_id, self._deposit(agent_id, message)) for agent_id in offline]
+            self._posted(message, deposits)
             mlog.info("broadcast_sent", pushed=len(links), stored=len(offline))
         sent = {"message_id": message.id, "from": letter.sender, "to": letter.to}
         self._publish(HubEvent("message_sent", message.timestamp, sent, agent_id=letter.sender))
@@ -409,6 +556,11 @@ class PostOffice(StoreActor[MessageStore, _Out]):
             self._evict_over_max(agent_id)
         return counters.last_seq
 
+    def _posted(self, message: StoredMessage, deposits: Sequence[tuple[str, int]]) -> None:
+        """Several hubs: name these entries (of agents not online here) in a notice."""
+        if self._cluster is not None and deposits:
+            self._outbox.append(_Posted(message.id, tuple(deposits)))
+
     def _evict_over_max(self, agent_id: str) -> None:
         count = self._store.trim_mailbox(agent_id, self._retention.mailbox_max)
         if count:
@@ -437,7 +589,8 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         if self._store.channel(name) is not None:
             raise MessageRefused("channel_exists", 409)
         now = self._clock()
-        self._store.create_channel(name, description or "", created_by, now)
+        if not self._store.create_channel(name, description or "", created_by, now):
+            raise MessageRefused("channel_exists", 409)  # another hub's, just now
         log.info("channel_created", channel=name, agent_id=created_by)
         return {
             "name": name,
@@ -511,8 +664,8 @@ class PostOffice(StoreActor[MessageStore, _Out]):
         frame.update(type="channel_message", channel=name, seq=seq)
         del frame["to"]
         self._push(links, frame)
-        for agent_id in offline:
-            self._deposit(agent_id, message)
+        deposits = [(agent_id, self._deposit(agent_id, message)) for agent_id in offline]
+        self._posted(message, deposits)
         published = {"message_id": message.id, "channel": name, "from": letter.sender, "seq": seq}
         self._publish(
             HubEvent("channel_published", message.timestamp, published, agent_id=letter.sender)
