@@ -9,6 +9,7 @@ these tests have no ``[sqlite]`` case.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,3 +58,17 @@ def hub_id(hub: LiveHub) -> str:
     cluster = hub.thread.hub.cluster
     assert cluster is not None, "a hub on PostgreSQL is a member of a cluster"
     return cluster.hub_id
+
+
+def tokens_known(*hubs: LiveHub) -> None:
+    """Every token made so far is in every hub's snapshot (the unknown-recipient check).
+
+    On PostgreSQL a hub hears of a token made through another connection by a
+    NOTIFY, a moment after its commit; a message sent in that moment would
+    find its recipient unknown. This reads the store on each hub, exactly.
+    """
+    for hub in hubs:
+        loop = hub.thread._loop
+        assert loop is not None
+        refresh = hub.thread.hub.token_check.refresh(exact=True)
+        asyncio.run_coroutine_threadsafe(refresh, loop).result(timeout=10)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import StartHub, hub_id
+from tests.cluster.conftest import StartHub, hub_id, tokens_known
 from tests.integration.conftest import LiveHub
 from tests.integration.messaging_helpers import send, token, ws_send
 from tests.integration.sse import SseClient
@@ -56,9 +56,10 @@ def test_a_message_sent_on_one_hub_shows_on_the_other_hubs_stream(
     start_hub: StartHub, streams: list[SseClient]
 ) -> None:
     first, second = start_hub(), start_hub()
+    token(second, "bob")
+    tokens_known(first, second)
     events = stream(second, streams)
     alice = first.agent("alice")
-    token(second, "bob")
     counted_before = messages_sent(second)
 
     message_id = ws_send(alice, {"secret": "not shown"}, to="bob")
@@ -101,6 +102,7 @@ def test_an_agent_token_sees_only_what_it_may_of_the_other_hubs_events(
     carol_token = token(second, "carol")
     token(first, "bob")
     alice_token = token(first, "alice")
+    tokens_known(first, second)
     carols = stream(second, streams, as_token=carol_token)
     bobs_filter = stream(second, streams, "?agent_id=bob&types=message_sent")
 

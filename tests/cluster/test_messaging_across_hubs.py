@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.cluster.conftest import StartHub
+from tests.cluster.conftest import StartHub, tokens_known
 from tests.integration.helpers import WsAgent
 from tests.integration.messaging_helpers import (
     create_channel,
@@ -27,8 +27,9 @@ def test_a_direct_message_from_one_hub_is_pushed_to_its_recipient_on_the_other(
     start_hub: StartHub,
 ) -> None:
     first, second = start_hub(), start_hub()
-    alice = first.agent("alice")
     bob_token = token(second, "bob")
+    tokens_known(first, second)
+    alice = first.agent("alice")
     bob = second.agent("bob", token=bob_token)
 
     message_id = ws_send(alice, {"text": "across"}, to="bob", message_type="request")
@@ -53,8 +54,10 @@ def test_a_direct_message_from_one_hub_is_pushed_to_its_recipient_on_the_other(
 
 def test_a_broadcast_reaches_the_agents_of_both_hubs(start_hub: StartHub) -> None:
     first, second = start_hub(), start_hub()
+    there_token = token(second, "there")
+    tokens_known(first, second)
     sender, here = first.agent("sender"), first.agent("here")
-    there = second.agent("there")
+    there = second.agent("there", token=there_token)
 
     message_id = ws_send(sender, {"text": "all hands"})
 
@@ -68,7 +71,9 @@ def test_a_broadcast_reaches_the_agents_of_both_hubs(start_hub: StartHub) -> Non
 def test_a_channel_publish_reaches_a_subscriber_on_the_other_hub(start_hub: StartHub) -> None:
     first, second = start_hub(), start_hub()
     publisher_token = token(first, "publisher")
-    subscriber = second.agent("subscriber")
+    subscriber_token = token(second, "subscriber")
+    tokens_known(first, second)
+    subscriber = second.agent("subscriber", token=subscriber_token)
     create_channel(first, publisher_token, "builds")
     subscriber.send({"type": "channel_subscribe", "channel": "builds"})
     subscriber.recv("channel_subscribed", channel="builds")
@@ -92,6 +97,7 @@ def test_an_agent_connecting_to_the_other_hub_gets_what_was_sent_while_it_was_aw
     first, second = start_hub(), start_hub()
     alice_token = token(first, "alice")
     token(second, "late")
+    tokens_known(first, second)
     sent = [send(first, alice_token, {"n": n}, to="late") for n in range(3)]
 
     late = second.agent("late")
@@ -103,8 +109,10 @@ def test_messages_from_both_hubs_at_once_arrive_each_once_in_seq_order(
     start_hub: StartHub,
 ) -> None:
     first, second = start_hub(), start_hub()
+    bob_token = token(second, "bob")
+    tokens_known(first, second)
     near, far = second.agent("near"), first.agent("far")
-    bob = second.agent("bob")
+    bob = second.agent("bob", token=bob_token)
     count = 40
 
     def send_from(agent: WsAgent, name: str) -> None:
@@ -135,8 +143,9 @@ def test_what_an_agent_acknowledged_is_not_pushed_again_when_it_moves_hubs(
     start_hub: StartHub,
 ) -> None:
     first, second = start_hub(), start_hub()
-    alice = first.agent("alice")
     bob_token = token(second, "bob")
+    tokens_known(first, second)
+    alice = first.agent("alice")
     bob = second.agent("bob", token=bob_token)
     sent = [ws_send(alice, {"n": n}, to="bob") for n in range(3)]
     assert [bob.recv("message", id=message_id)["seq"] for message_id in sent] == [1, 2, 3]
