@@ -31,6 +31,15 @@ Scenarios (run in this order by ``all``):
 * ``batch``      50,000 tasks through ``POST /api/tasks/batch`` (1,000 a request)
   from 4 concurrent submitters, 16 agents completing them: tasks/s from the
   first request to the last completion, hub CPU seconds per task.
+* ``multi-hub``  several hub processes on one PostgreSQL database (issue 10;
+  ``simulator.bench_multi_hub``): ``throughput``'s shape with 1, 2 and 3 hubs
+  (agents and submitters spread over them), tasks/s, assign latency and where
+  the CPU went; then failover: a hub whose agents hold tasks and never come
+  back is killed (SIGKILL), time until the last of its tasks is handed to an
+  agent on a surviving hub, with a 2 s lease. Needs ``--store
+  postgresql://…`` (``python -m tests.pg_server`` starts a throwaway server
+  and prints one); without it, it says so and is skipped, and ``all`` leaves
+  it out.
 * ``baseline``   a bare Tornado WebSocket echo server, 16 connections doing 3
   round trips per "task": the ceiling on this machine.
 * ``celery``     the peer: ``throughput``'s shape on Celery 5 with a Redis broker
@@ -61,7 +70,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +79,17 @@ from agentcom.messages import Priority, TaskStatus
 from agentcom.store import TaskRecord, TaskStore
 from agentcom.stores import POSTGRES_SCHEMES, SQLITE_SCHEME, open_stores
 from agentcom.stores.interface import Stores
-from simulator import bench_agents, bench_celery, bench_messaging, lean_agents
+from simulator import bench_agents, bench_celery, bench_messaging, bench_multi_hub, lean_agents
 from simulator.bench_support import (
     HubClient,
     HubProcess,
+    completed_at,
     completed_count,
+    completed_records,
     now_ms,
     percentile,
     rate,
+    receive,
     shares,
     submit_all,
     summary,
@@ -98,9 +109,12 @@ SCENARIOS = (
     "throughput-watched",
     "messaging",
     "batch",
+    "multi-hub",
     "baseline",
     "celery",
 )
+# Scenarios only a PostgreSQL --store can run: in ``all`` only when one is given.
+POSTGRES_ONLY = ("multi-hub",)
 SUBMITTERS = 4
 COMPLETION_TIMEOUT_S = 300.0
 BATCH_SIZE = 1000  # the most one POST /api/tasks/batch takes
@@ -195,37 +209,15 @@ class Bench:
                 target=bench_agents.serve_agents, args=(hub.ws_url, tokens, agents_end, behaviour)
             )
         process.start()
-        report: dict[str, Any] = _receive(driver_end, process)
+        report: dict[str, Any] = receive(driver_end, process)
         report["agent_ids"] = list(tokens)
         try:
             yield report
         finally:
             driver_end.send("done")
             if lean:
-                report.update(_receive(driver_end, process))
+                report.update(receive(driver_end, process))
             process.join(timeout=30)
-
-    def completed_records(
-        self, hub: HubProcess, agent_ids: list[str], expected: int
-    ) -> list[dict[str, Any]]:
-        """Every task these agents completed, page by page (a page is at most 1,000):
-        at least ``expected`` (more on a ``--hub`` measured before under the same
-        agent ids), or the figures drawn from them would be wrong."""
-        tasks: list[dict[str, Any]] = []
-        with HubClient(hub, hub.admin_token) as client:
-            for agent_id in agent_ids:
-                cursor: int | None = 0
-                while cursor is not None:
-                    page = client.request(
-                        "GET",
-                        f"/api/tasks?status=completed&assigned_to={agent_id}"
-                        f"&limit=1000&cursor={cursor}",
-                    )
-                    tasks.extend(page["tasks"])
-                    cursor = page["next_cursor"]
-        if len(tasks) < expected:
-            raise RuntimeError(f"read {len(tasks)} completed tasks back, expected {expected}")
-        return tasks
 
     # --- scenarios ----------------------------------------------------------------------
 
@@ -238,11 +230,11 @@ class Bench:
                     client.submit(f"latency {n}")
                     time.sleep(0.02)
                 wait_completed(client, target, "latency", COMPLETION_TIMEOUT_S)
-            tasks = self.completed_records(hub, agents["agent_ids"], count)
+            tasks = completed_records(hub, agents["agent_ids"], count)
         self.results["latency"] = {
             "tasks": count,
             "assign_ms": summary([t["assigned_at"] - t["created_at"] for t in tasks]),
-            "completed_ms": summary([_completed_at(t) - t["created_at"] for t in tasks]),
+            "completed_ms": summary([completed_at(t) - t["created_at"] for t in tasks]),
         }
 
     def throughput(
@@ -274,8 +266,8 @@ class Bench:
                 wait_completed(client, target, name, COMPLETION_TIMEOUT_S, progress_every_s=0.25)
             cpu_after = hub.cpu_seconds()
             rss = hub.rss_kib()
-            tasks = self.completed_records(hub, agents["agent_ids"], count)
-        last_completion = max(_completed_at(t) for t in tasks)
+            tasks = completed_records(hub, agents["agent_ids"], count)
+        last_completion = max(completed_at(t) for t in tasks)
         figures = {
             "tasks": count,
             "tasks_per_s": rate(count, first_submit, last_completion),
@@ -302,13 +294,13 @@ class Bench:
             target=lean_agents.watch_events, args=(hub.http_url, hub.admin_token, watcher_end)
         )
         process.start()
-        _receive(driver_end, process)  # following
+        receive(driver_end, process)  # following
         seen: dict[str, Any] = {}
         try:
             yield seen
         finally:
             driver_end.send("done")
-            seen.update(_receive(driver_end, process))
+            seen.update(receive(driver_end, process))
             process.join(timeout=30)
 
     def throughput_watched(self) -> None:
@@ -337,7 +329,7 @@ class Bench:
             )
             process.start()
             print(f"  reclaim: {rounds} rounds", file=sys.stderr)
-            samples = _receive(driver_end, process, timeout_s=COMPLETION_TIMEOUT_S)["reclaim_ms"]
+            samples = receive(driver_end, process, timeout_s=COMPLETION_TIMEOUT_S)["reclaim_ms"]
             process.join(timeout=30)
         self.results["reclaim"] = {"rounds": rounds, "reclaim_ms": summary(samples)}
 
@@ -353,8 +345,8 @@ class Bench:
                     submit_all(hub, count, SUBMITTERS, "scale")
                     wait_completed(client, target, "scale", COMPLETION_TIMEOUT_S, 0.5)
                 rss_after_tasks = hub.rss_kib()
-                tasks = self.completed_records(hub, agents["agent_ids"], count)
-        last_completion = max(_completed_at(t) for t in tasks)
+                tasks = completed_records(hub, agents["agent_ids"], count)
+        last_completion = max(completed_at(t) for t in tasks)
         per_agent = (
             None
             if rss_without_agents is None or rss_with_agents is None
@@ -458,7 +450,7 @@ class Bench:
                     time.sleep(pause)  # pacing the stream, not waiting for the hub
                 urgent_ids.add(client.submit(f"{name} urgent {n}", priority="urgent"))
             wait_completed(client, target, name, COMPLETION_TIMEOUT_S)
-            tasks = self.completed_records(hub, agents["agent_ids"], urgent + 1)
+            tasks = completed_records(hub, agents["agent_ids"], urgent + 1)
         waits = {t["id"]: t["assigned_at"] - t["created_at"] for t in tasks}
         urgent_waits = [waits[task_id] for task_id in urgent_ids]
         return {
@@ -610,11 +602,11 @@ class Bench:
         process.start()
         agents_end.close()  # the child's now: if it dies, the pipe ends at once
         try:
-            connect_s = _receive(driver_end, process)["connect_s"]
+            connect_s = receive(driver_end, process)["connect_s"]
             print(f"  messaging: agents connected in {connect_s:.2f}s", file=sys.stderr)
             cpu_before = hub.cpu_seconds()
             driver_end.send("go")
-            report: dict[str, Any] = _receive(driver_end, process, timeout_s=timeout_s)
+            report: dict[str, Any] = receive(driver_end, process, timeout_s=timeout_s)
             cpu_after = hub.cpu_seconds()
         finally:
             process.join(timeout=60)
@@ -633,6 +625,24 @@ class Bench:
         self.throughput("batch", count=self.size(50_000), batch_size=BATCH_SIZE)
         self.results["batch"]["tasks_per_request"] = BATCH_SIZE
 
+    def multi_hub(self) -> None:
+        if self.args.hub:
+            print(
+                "  multi-hub: needs hubs of its own (it starts several); skipped", file=sys.stderr
+            )
+            return
+        server: str | None = self.args.store
+        if server is None or not server.startswith(POSTGRES_SCHEMES):
+            print(
+                "  multi-hub: skipped; several hubs share a PostgreSQL database: give"
+                " --store postgresql://USER:PASSWORD@HOST:PORT/DB (a role that may create"
+                " databases; `python -m tests.pg_server` starts a throwaway server and prints"
+                " one)",
+                file=sys.stderr,
+            )
+            return
+        self.results["multi-hub"] = bench_multi_hub.run(self.workdir, server, self.args.scale)
+
     def celery(self) -> None:
         lacking = bench_celery.missing()
         if lacking is not None:
@@ -649,7 +659,7 @@ class Bench:
         port_end, server_end = _spawn.Pipe()
         server = _spawn.Process(target=bench_agents.echo_server, args=(server_end,), daemon=True)
         server.start()
-        port = _receive(port_end, server)
+        port = receive(port_end, server)
         try:
             driver_end, agents_end = _spawn.Pipe()
             clients = _spawn.Process(
@@ -658,7 +668,7 @@ class Bench:
             )
             clients.start()
             print(f"  baseline: {count} tasks over 16 echo connections", file=sys.stderr)
-            elapsed = _receive(driver_end, clients, timeout_s=COMPLETION_TIMEOUT_S)["elapsed_s"]
+            elapsed = receive(driver_end, clients, timeout_s=COMPLETION_TIMEOUT_S)["elapsed_s"]
             clients.join(timeout=30)
         finally:
             server.terminate()
@@ -758,17 +768,6 @@ def _target(name: str, met: bool, value: float) -> dict[str, Any]:
     return {"target": name, "met": met, "value": value}
 
 
-def _completed_at(task: dict[str, Any]) -> int:
-    return max(int(e["timestamp"]) for e in task["history"] if e["event"] == "completed")
-
-
-def _receive(pipe: Connection, process: Any, timeout_s: float = 120.0) -> Any:
-    if not pipe.poll(timeout_s):
-        process.kill()
-        raise TimeoutError(f"{process.name} said nothing for {timeout_s}s")
-    return pipe.recv()
-
-
 def print_table(name: str, figures: dict[str, Any]) -> None:
     print(f"\n{name}")
     print("| figure | value |")
@@ -779,9 +778,19 @@ def print_table(name: str, figures: dict[str, Any]) -> None:
                 verdict = "met" if target["met"] else "**not met**"
                 print(f"| {target['target']} | {verdict} ({target['value']}) |")
             continue
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
-        print(f"| {figure} | {value} |")
+        print(f"| {figure} | {_cell(value)} |")
+
+
+def _cell(value: Any) -> str:
+    """A figure as a table cell: a dict as "name value, …", one within it in parentheses."""
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k} ({_cell(v)})" if isinstance(v, dict) else f"{k} {_cell(v)}"
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -836,9 +845,11 @@ def main(argv: list[str] | None = None) -> int:
     # The fillers open the store themselves: its logs go where the hub's do
     # (stderr, warnings only), not into the tables on stdout.
     configure_logging("warning")
-    wanted = (
-        SCENARIOS if "all" in args.scenarios else tuple(s for s in SCENARIOS if s in args.scenarios)
-    )
+    if "all" in args.scenarios:
+        on_postgres = args.store is not None and args.store.startswith(POSTGRES_SCHEMES)
+        wanted = tuple(s for s in SCENARIOS if on_postgres or s not in POSTGRES_ONLY)
+    else:
+        wanted = tuple(s for s in SCENARIOS if s in args.scenarios)
     started = time.monotonic()
     if args.kept_dir is not None:
         args.kept_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

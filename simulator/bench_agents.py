@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 
@@ -31,8 +33,12 @@ WAIT_STEP_S = 0.0005
 
 @contextmanager
 def shared_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """A loop on a daemon thread for many AgentSims; quiet logs."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    """A loop on a daemon thread for many AgentSims; quiet logs, on stderr (stdout is
+    where the bench prints its tables)."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="bench-agents", daemon=True)
     thread.start()
@@ -47,10 +53,25 @@ def serve_agents(
     ws_url: str, tokens: dict[str, str], pipe: Connection, behaviour: str = "complete"
 ) -> None:
     """Connect every agent (``complete`` unless told), report the connect time, serve until told."""
+    serve_agents_across({agent_id: (ws_url,) for agent_id in tokens}, tokens, pipe, behaviour)
+
+
+def serve_agents_across(
+    hubs: dict[str, Sequence[str]],
+    tokens: dict[str, str],
+    pipe: Connection,
+    behaviour: str = "complete",
+    *,
+    report_errors: bool = False,
+) -> None:
+    """``serve_agents`` with hubs of one queue: each agent connects to the first of
+    ``hubs[agent_id]`` and fails over to the next (``AgentSim`` given several URLs).
+    ``report_errors``: once told "done", also send the error frames the agents got,
+    ``{"errors": {error: count}}``."""
     with shared_loop() as loop:
         started = time.monotonic()
         agents = [
-            AgentSim(ws_url, agent_id, token, behaviour, loop=loop)
+            AgentSim(hubs[agent_id], agent_id, token, behaviour, loop=loop)
             for agent_id, token in tokens.items()
         ]
         for agent in agents:
@@ -59,6 +80,9 @@ def serve_agents(
             agent.wait_identified(IDENTIFY_TIMEOUT_S)
         pipe.send({"connect_s": time.monotonic() - started})
         pipe.recv()  # the driver's "done"
+        if report_errors:
+            errors = Counter(str(frame.get("error")) for agent in agents for frame in agent.errors)
+            pipe.send({"errors": dict(errors)})
 
 
 def reclaim_rounds(ws_url: str, admin_token: str, rounds: int, pipe: Connection) -> None:

@@ -4,7 +4,8 @@
 given, a store URL), with any flags a scenario needs (or stands for a hub given by URL, whose CPU and memory
 cannot then be read); it reads the hub's CPU time and resident memory from
 ``/proc``. ``submit_all`` posts tasks over keep-alive connections from several
-threads. ``summary`` turns samples into the p50/p99/max the tables show.
+threads. ``summary`` turns samples into the p50/p99/max the tables show;
+``completed_records`` reads back the tasks they are drawn from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,36 @@ def wait_completed(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{label}: only {done}/{target} completed after {timeout_s}s")
         time.sleep(progress_every_s)
+
+
+def completed_records(hub: HubProcess, agent_ids: list[str], expected: int) -> list[dict[str, Any]]:
+    """Every task these agents completed, page by page (a page is at most 1,000):
+    at least ``expected`` (more on a ``--hub`` measured before under the same
+    agent ids), or the figures drawn from them would be wrong."""
+    tasks: list[dict[str, Any]] = []
+    with HubClient(hub, hub.admin_token) as client:
+        for agent_id in agent_ids:
+            cursor: int | None = 0
+            while cursor is not None:
+                page = client.request(
+                    "GET",
+                    f"/api/tasks?status=completed&assigned_to={agent_id}"
+                    f"&limit=1000&cursor={cursor}",
+                )
+                tasks.extend(page["tasks"])
+                cursor = page["next_cursor"]
+    if len(tasks) < expected:
+        raise RuntimeError(f"read {len(tasks)} completed tasks back, expected {expected}")
+    return tasks
+
+
+def completed_at(task: dict[str, Any]) -> int:
+    return max(int(e["timestamp"]) for e in task["history"] if e["event"] == "completed")
+
+
+def receive(pipe: Connection, process: Any, timeout_s: float = 120.0) -> Any:
+    """The next thing a bench process sends; kills it if it says nothing for ``timeout_s``."""
+    if not pipe.poll(timeout_s):
+        process.kill()
+        raise TimeoutError(f"{process.name} said nothing for {timeout_s}s")
+    return pipe.recv()

@@ -2,7 +2,9 @@
 
 No timing is asserted: only that each scenario produced its figures, on
 either store (``--store``: on PostgreSQL each scenario's hub gets a database
-of its own, and none is left behind).
+of its own, and none is left behind). ``multi-hub`` runs only on PostgreSQL,
+the store several hubs can share: ``all`` includes it there and leaves it out
+on SQLite.
 """
 
 import json
@@ -125,6 +127,10 @@ def test_every_scenario_runs_and_reports_its_figures(
     batch = figures["batch"]
     assert (batch["tasks"], batch["tasks_per_request"]) == (500, 1000)
     assert batch["tasks_per_s"] > 0 and batch["hub_cpu_s_per_task"] > 0
+    if bench_store:
+        assert_multi_hub_figures(figures["multi-hub"])
+    else:
+        assert "multi-hub" not in figures
     assert figures["baseline"]["tasks_per_s"] > 0
     assert figures["ratio"]["throughput_over_baseline"] > 0
     assert "throughput ÷ baseline" in run.stdout
@@ -149,6 +155,46 @@ def assert_messaging_figures(messaging: dict[str, Any]) -> None:
         "mailbox drain ≥ 5,000 messages/s",
     ]
     assert all(isinstance(target["met"], bool) for target in messaging["targets"])
+
+
+def assert_multi_hub_figures(multi: dict[str, Any]) -> None:
+    """What ``multi-hub`` reports at ``--scale 0.01``: 1, 2 and 3 hubs ran, and a failover."""
+    assert (multi["tasks"], multi["agents"], multi["submitters"]) == (30, 16, 4)
+    for hubs in (1, 2, 3):
+        run = multi[f"hubs_{hubs}"]
+        assert run["tasks_per_s"] > 0
+        assert set(run["assign_ms"]) == {"p50", "p99"}
+        assert run["hub_cpu_s_per_task"] > 0
+        assert len(run["each_hub_cpu_s_per_task"]) == hubs
+        assert "postgres_cpu_s_per_task" in run
+        assert set(run["cores_busy"]) >= {"machine", "hubs", "postgres", "agents", "submitters"}
+        assert isinstance(run["agent_error_frames"], int)
+    assert set(multi["scaling"]) == {"2_over_1", "3_over_1"}
+    failover = multi["failover"]
+    assert (failover["hubs"], failover["lease_ms"], failover["poll_ms"]) == (3, 2000, 200)
+    assert (failover["rounds"], failover["held_tasks_per_round"]) == (1, 2)
+    for figure in (
+        "kill_to_last_reassigned_ms",
+        "kill_to_first_reassigned_ms",
+        "kill_to_last_hub_lost_ms",
+    ):
+        assert set(failover[figure]) == {"min", "p50", "max"}
+    assert "expected_ms" in failover
+    assert multi["limited_by"]
+
+
+def test_multi_hub_without_a_postgresql_store_says_how_to_get_one() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "simulator.bench", "multi-hub", "--scale", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "multi-hub: skipped" in run.stderr
+    assert "python -m tests.pg_server" in run.stderr
+    assert "multi-hub" not in run.stdout
 
 
 def test_the_celery_peer_runs_and_throughput_is_put_beside_it(tmp_path: Path) -> None:
