@@ -85,17 +85,24 @@ class Hub:
         config = self.config
         self.timers = Timers()
         loop = asyncio.get_event_loop()
-        self.sockets = SocketRegistry(
-            config.ping_timeout_ms, config.identify_timeout_ms, config.allowed_origins
-        )
         self.cluster = self._join_cluster(stores, loop)
+        self.sockets = SocketRegistry(
+            config.ping_timeout_ms,
+            config.identify_timeout_ms,
+            config.allowed_origins,
+            cluster=self.cluster,
+        )
         self.pubsub_ref = PubSub.start()
         # Event ids go on from run to run: a client's id from an earlier run is
         # below this one's, so it is told to reset instead of resuming wrongly.
         first_id = time.time_ns() // 1_000_000 * 1000 + 1
         self.events = EventHub(last_id=first_id - 1)
         self.event_feed_ref = EventFeed.start(
-            self.pubsub_ref, OnLoop(asyncio.get_event_loop(), self.events.publish), first_id
+            self.pubsub_ref,
+            OnLoop(loop, self.events.publish),
+            first_id,
+            cluster=self.cluster,
+            stores=stores,
         )
         # Watchers of EVENTS_TOPIC start before the actors that publish on it.
         self.metrics = HubMetrics()
@@ -119,15 +126,17 @@ class Hub:
             ),
         )
         self.post_office_ref = PostOffice.start(
-            stores, config.retention, self.pubsub_ref, self.timers
+            stores, config.retention, self.pubsub_ref, self.timers, cluster=self.cluster
         )
         self.presence_ref = Presence.start(
             self.task_queue_ref,
             self.pubsub_ref,
             self.timers,
             config.acceptance_timeout_ms,
-            announce=OnLoop(asyncio.get_event_loop(), self.sockets.announce),
+            announce=OnLoop(loop, self.sockets.announce),
             post_office=self.post_office_ref,
+            cluster=self.cluster,
+            stores=stores,
         )
         # Listen only once every actor's on_start is done: an actor that failed
         # to start must stop the hub, and the first agent's "idle" must not be

@@ -42,8 +42,10 @@ import structlog
 from agentcom.compact_json import dumps
 from agentcom.messages import Priority, StorageFull, TaskStatus
 from agentcom.stores.interface import (
+    LOCK_WAIT,
     Connection,
     Cursor,
+    RowBusy,
     SchemaTooNew,
     StoreUnavailable,
 )
@@ -544,19 +546,22 @@ class TaskStore(GroupCommitStore):
 
     Every update is conditional on the row being as last read (``update``).
     On PostgreSQL, where several hubs share the table, the row is locked with
-    ``SKIP LOCKED`` first: a row another hub's open transaction holds counts as
-    changed, so no hub ever waits on another (nor deadlocks with it).
+    ``SKIP LOCKED`` first, so a hub does not wait on a row another hub's open
+    transaction holds: a claim moves on to other work. Only when the row as
+    committed is still as last read does the update wait for the lock.
     """
 
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn)
-        if isinstance(conn, sqlite3.Connection):
-            self._update_sql = f"UPDATE tasks SET {_SET_ALL} WHERE {_AS_LAST_READ}"
-        else:
+        self._update_waiting_sql = f"UPDATE tasks SET {_SET_ALL} WHERE {_AS_LAST_READ}"
+        self._shared = not isinstance(conn, sqlite3.Connection)
+        if self._shared:
             self._update_sql = (
                 f"UPDATE tasks SET {_SET_ALL} WHERE seq=(SELECT seq FROM tasks"
                 f" WHERE {_AS_LAST_READ} FOR UPDATE SKIP LOCKED)"
             )
+        else:
+            self._update_sql = self._update_waiting_sql
 
     def insert(self, task: TaskRecord) -> None:
         self._writing()
@@ -571,17 +576,50 @@ class TaskStore(GroupCommitStore):
         ((task.seq,),) = cursor.fetchall()
         task.stored_key = task.key()
 
+    def claim(self, task: TaskRecord) -> bool:
+        """``update`` for an assignment: False at once if another hub holds the row
+        locked, and a claim that lost lets go of the row at once (PostgreSQL would
+        keep the lock its check took till the end of this batch's transaction, and
+        the winner's next write of it would have to wait for that)."""
+        if not self._shared:
+            return self.update(task)
+        self._writing()
+        assert task.stored_key is not None, "a task is claimed after it was read or inserted"
+        self._write("SAVEPOINT claim")
+        if self._write(self._update_sql, (*task._row(), *task.stored_key)).rowcount != 1:
+            self._write("ROLLBACK TO SAVEPOINT claim")
+            return False
+        task.stored_key = task.key()
+        return True
+
     def update(self, task: TaskRecord) -> bool:
         """Write ``task`` if its row is still as last read or written (``stored_key``);
-        False, nothing written, if another hub changed it meanwhile, or holds it
-        locked in a transaction not yet committed (PostgreSQL: never waited for)."""
+        False, nothing written, if another hub changed it meanwhile."""
         self._writing()
         assert task.stored_key is not None, "a task is updated after it was read or inserted"
-        written = self._write(self._update_sql, (*task._row(), *task.stored_key)).rowcount
+        values = (*task._row(), *task.stored_key)
+        written = self._write(self._update_sql, values).rowcount
+        if written != 1 and self._shared and self._committed_key(task.id) == task.stored_key:
+            # Unchanged, only locked: by another hub's transaction that is changing
+            # it, or will not. Wait for it to end (a while: that hub may be stuck);
+            # the row is checked again then.
+            self._write("SAVEPOINT wait")
+            self._write(LOCK_WAIT)
+            try:
+                written = self._write(self._update_waiting_sql, values).rowcount
+            except RowBusy:
+                self._write("ROLLBACK TO SAVEPOINT wait")
+                return False
         if written != 1:
             return False
         task.stored_key = task.key()
         return True
+
+    def _committed_key(self, task_id: str) -> TaskKey | None:
+        row = self._conn.execute(
+            "SELECT status, generation, assigned_to, hub_id FROM tasks WHERE id=?", (task_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = self._conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()

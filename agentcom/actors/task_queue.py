@@ -111,6 +111,14 @@ def _still_held(old: TaskRecord, holder: str, fresh: TaskRecord | None) -> bool:
     )
 
 
+def _cause_of(fresh: TaskRecord | None) -> ReclaimCause:
+    """Why another hub took a task back, as its history says (``hub_lost`` if it
+    does not say: the task is gone, or it was not a reclaim)."""
+    last = fresh.history[-1] if fresh is not None and fresh.history else {}
+    cause = last.get("details", {}).get("cause") if last.get("event") == "reclaimed" else None
+    return ReclaimCause(cause) if cause in set(ReclaimCause) else ReclaimCause.HUB_LOST
+
+
 class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, event)
     refusals = (TaskRefused,)  # StorageFull is one too; StoreActor handles it first
 
@@ -148,7 +156,8 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
 
         Rebuilt after a failure, memory may find that a task one of this hub's
         agents held was taken from it meanwhile (by another hub, on a shared
-        store): that agent's FSM is told, as when a notice says so.
+        store): that agent's FSM is told, as when a notice says so; one it
+        still holds through another hub stays adopted.
         """
         held_before = [(holder, self._live[task_id]) for holder, task_id in self._held_by.items()]
         self._live.clear()
@@ -160,7 +169,12 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         for holder, old in held_before:
             if self._held_by.get(holder) != old.id:
                 fresh = self._store.get(old.id)
-                if not _still_held(old, holder, fresh):
+                if _still_held(old, holder, fresh):
+                    # Held through another hub still (a change of it not committed
+                    # yet, say): keep watching it, so its notice finds it here.
+                    assert fresh is not None
+                    self._adopt(fresh)
+                else:
                     self._tell_holder(old, holder, fresh)
 
     def on_stop(self) -> None:
@@ -426,7 +440,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             task.assigned_to, task.assigned_at, task.accepted_at = agent_id, now, None
             task.hub_id = self._hub_id
             task.record("assigned", now, agent_id=agent_id, generation=task.generation)
-            if not self._store.update(task):
+            if not self._store.claim(task):
                 # Another hub claimed (or cancelled) it first: this agent waits
                 # for the next round, and memory takes the task as it now is.
                 self._lost_claim(task)
@@ -713,8 +727,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             )
         else:
             self._publish(
-                RECLAIMS_TOPIC,
-                TaskReclaimed(old.id, holder, old.generation, ReclaimCause.HUB_LOST),
+                RECLAIMS_TOPIC, TaskReclaimed(old.id, holder, old.generation, _cause_of(fresh))
             )
 
     # --- internals ------------------------------------------------------------------

@@ -80,15 +80,22 @@ class TokenCheck:
         """Whose token this is, in the last snapshot (for a socket, checked at identify)."""
         return self._snapshot.get(token_hash)
 
-    async def agent_ids(self) -> frozenset[str]:
+    async def agent_ids(self, looking_for: str | None = None) -> frozenset[str]:
         """Agents a message may be addressed to: ids with an ``agent`` or ``admin`` token.
 
         Computed once per snapshot; refreshed first like a check, so a token
         the CLI just created counts for a socket that identified long ago. A
         viewer-only id is left out: it can neither connect nor acknowledge, so
-        a mailbox would only fill up.
+        a mailbox would only fill up. ``looking_for`` (a recipient) missing is
+        looked for again, as ``verify`` does: its token may be a moment old and
+        its notice on the way (PostgreSQL).
         """
         await self.refresh()
+        if looking_for is not None and looking_for not in self._known_agents():
+            await self.refresh(exact=True)
+        return self._known_agents()
+
+    def _known_agents(self) -> frozenset[str]:
         if self._agent_ids is None:
             self._agent_ids = frozenset(
                 info.agent_id for info in self._snapshot.values() if info.role in CHANGES_STATE

@@ -66,7 +66,7 @@ class MessageHandler(MessagingHandler):
     async def post(self) -> None:
         sender = await self.authenticate()
         sent_letter = letter(self.json_body(MESSAGE), sender.agent_id)
-        known = await self.services.token_check.agent_ids()
+        known = await self.services.token_check.agent_ids(sent_letter.to)
         sent = await self.ask(self.services.post_office.send(sent_letter, known))
         self.send_json({"status": "sent", "id": sent["id"]})
 

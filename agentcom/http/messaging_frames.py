@@ -65,7 +65,7 @@ async def _answer(
     match kind:
         case "message":
             sent_letter = letter(frame, agent_id, type_field="message_type")
-            known = await services.token_check.agent_ids()
+            known = await services.token_check.agent_ids(sent_letter.to)
             sent = await reply(post_office.send(sent_letter, known))
             return {"type": "message_sent", "id": sent["id"]}
         case "mailbox_ack":

@@ -118,6 +118,17 @@ class SchemaTooNew(Exception):
         )
 
 
+LOCK_WAIT = "SET LOCAL lock_timeout = '500ms'"
+"""How long a write waits for a row another connection holds locked (PostgreSQL;
+``TaskStore.update``): another hub's transaction is a few milliseconds long, unless
+that hub is stuck, and then this hub must not be stuck with it."""
+
+
+class RowBusy(Exception):
+    """A write waited for a row another connection holds locked, longer than the
+    store lets it (PostgreSQL's ``lock_timeout``); the write did nothing."""
+
+
 class StoreDriverMissing(Exception):
     """The store URL asks for PostgreSQL and psycopg is not installed."""
 

@@ -37,7 +37,7 @@ import structlog
 from psycopg.pq import TransactionStatus
 
 from agentcom.messages import StorageFull
-from agentcom.stores.interface import Connection, Part, StoreUnavailable
+from agentcom.stores.interface import LOCK_WAIT, Connection, Part, RowBusy, StoreUnavailable
 from agentcom.stores.migrations import TOKENS_CHANNEL, migrate
 
 log = structlog.get_logger(__name__)
@@ -50,8 +50,9 @@ _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 _BEGIN = "BEGIN"
 # Sent along with the statement that follows them (a pipeline), not each on
 # its own: they cannot fail but with the connection, and group commit sends
-# one per batch and one per message, as many round trips as the writes.
-_DEFERRED = (_BEGIN, "SAVEPOINT message")
+# one per batch, one per message and one per claim on a shared store: as many
+# round trips as the writes.
+_DEFERRED = (_BEGIN, "SAVEPOINT message", "SAVEPOINT claim", "SAVEPOINT wait", LOCK_WAIT)
 
 _translations: dict[str, str] = {}
 
@@ -183,6 +184,8 @@ class PostgresConnection:
                 return result
             except psycopg.errors.DiskFull as error:
                 raise StorageFull(str(error)) from error
+            except psycopg.errors.LockNotAvailable as error:
+                raise RowBusy(_one_line(error)) from error
             except psycopg.OperationalError as error:
                 if not conn.closed:
                     raise  # the server answered: not a lost connection

@@ -13,17 +13,23 @@ import pytest
 
 from agentcom.actors.pubsub import PubSub
 from agentcom.actors.task_queue import TaskQueue
-from agentcom.messages import RECLAIMS_TOPIC, IdleAgent, TaskCancelled, TaskChanged, TaskSpec
+from agentcom.messages import (
+    RECLAIMS_TOPIC,
+    IdleAgent,
+    TaskCancelled,
+    TaskChanged,
+    TaskSpec,
+)
 from agentcom.stores import open_stores
-from simulator.scratch_database import scratch_database
+from tests.cluster.test_tasks_across_hubs import sql
 from tests.unit.conftest import Recorder, next_of
+from tests.waiting import wait_until
 
 
-@pytest.fixture
-def shared_db(postgres_server: str) -> Iterator[str]:
-    with scratch_database(postgres_server, "queues") as url:
-        yield url
-        pykka.ActorRegistry.stop_all()
+@pytest.fixture(autouse=True)
+def stop_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all()
 
 
 def start_queue(url: str, hub_id: str, tmp_path: Path) -> tuple[Any, Any]:
@@ -74,3 +80,19 @@ def test_a_task_another_hub_holds_locked_is_tried_again_once_it_is_free(
         other_hub.rollback()  # ... which in the end changed nothing
     claimed = queue.assign_next([IdleAgent("a", frozenset())]).get(timeout=10)
     assert [assignment.task_id for assignment in claimed] == [task_id]
+
+
+def test_a_write_waits_for_a_lock_on_a_row_still_as_it_read_it(
+    shared_db: str, tmp_path: Path
+) -> None:
+    queue, _ = start_queue(shared_db, "hub-waiting", tmp_path)
+    task_id = queue.submit(TaskSpec("held a moment", "alice")).get(timeout=10)["task_id"]
+    queue.assign_next([IdleAgent("holder", frozenset())]).get(timeout=10)
+    with psycopg.connect(shared_db) as other_hub:  # a change elsewhere, not committed
+        other_hub.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        accepted = queue.accept(task_id, "holder")
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        wait_until(lambda: sql(shared_db, waiting) == [(1,)], what="the accept waiting")
+        other_hub.rollback()  # ... which in the end changed nothing
+    accepted.get(timeout=10)  # done, not refused
+    assert sql(shared_db, "SELECT accepted_at IS NOT NULL FROM tasks") == [(True,)]

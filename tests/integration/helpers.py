@@ -45,6 +45,12 @@ def events(task: dict[str, Any], name: str | None = None) -> list[Any]:
     return [entry["details"] for entry in task["history"] if entry["event"] == name]
 
 
+def cluster_fields(hub: Any) -> set[str]:
+    """Fields an agent entry has on ``hub`` besides the usual: on PostgreSQL every
+    hub is in a cluster, and each entry says which hub the agent is on."""
+    return set() if hub.thread.hub.cluster is None else {"hub_id"}
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.integration.helpers import now_ms
+from tests.integration.helpers import cluster_fields, now_ms
 from tests.waiting import wait_until
 
 AGENT_FIELDS = {"agent_id", "name", "status", "capabilities", "connected_at", "fsm_state"}
@@ -44,7 +44,7 @@ def test_agents_lists_connected_agents_without_a_token(hub):
     reply = hub.api("GET", "/api/agents", token=None)
     assert reply.status == 200
     (agent,) = reply.body["agents"]
-    assert set(agent) == AGENT_FIELDS
+    assert set(agent) == AGENT_FIELDS | cluster_fields(hub)
     assert agent["agent_id"] == "a1"
     assert agent["name"] == "Agent One"
     assert agent["status"] == "idle"
@@ -64,7 +64,7 @@ def test_agent_states_show_fsm_state_task_and_flags(hub):
     assert reply.status == 200
     states = {s["agent_id"]: s for s in reply.body["agents"]}
     assert set(states) == {"worker", "idler"}
-    assert all(set(s) == STATE_FIELDS for s in states.values())
+    assert all(set(s) == STATE_FIELDS | cluster_fields(hub) for s in states.values())
     assert states["worker"]["fsm_state"] == "assigned"
     assert states["worker"]["current_task_id"] == task_id
     assert states["worker"]["capabilities"] == ["code"]
@@ -77,7 +77,7 @@ def test_agent_states_show_fsm_state_task_and_flags(hub):
     worker.recv("task_ack", status="accepted")
     one = hub.api("GET", "/api/agents/worker/state")
     assert one.status == 200
-    assert set(one.body) == STATE_FIELDS
+    assert set(one.body) == STATE_FIELDS | cluster_fields(hub)
     assert one.body["agent_id"] == "worker"
     assert one.body["fsm_state"] == "working"
     assert one.body["current_task_id"] == task_id

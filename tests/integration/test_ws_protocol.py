@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.integration.helpers import MIB, events, now_ms
+from tests.integration.helpers import MIB, cluster_fields, events, now_ms
 from tests.waiting import wait_until
 
 
@@ -146,7 +146,7 @@ def test_list_agents(hub):
             "capabilities",
             "connected_at",
             "fsm_state",
-        }
+        } | cluster_fields(hub)
         assert agent["fsm_state"] == "idle"
     assert agents["a1"]["name"] == "One"
     assert agents["a1"]["capabilities"] == ["code"]
