@@ -387,8 +387,12 @@ def run_agents(hub: Client, args: argparse.Namespace, settings: Settings) -> Sho
         )
         for agent in agents
     ]
+    headings = ("AGENT", "STATE", "TASK", "FLAGS", "CAPABILITIES", "SINCE")
+    if any(agent.hub_id for agent in agents):  # hubs sharing one store: say where each is
+        headings += ("HUB",)
+        rows = [(*row, agent.hub_id or "-") for row, agent in zip(rows, agents, strict=True)]
     body = {"agents": [agent.raw for agent in agents]}
-    return Shown(body, table(("AGENT", "STATE", "TASK", "FLAGS", "CAPABILITIES", "SINCE"), rows))
+    return Shown(body, table(headings, rows))
 
 
 def _capability(capability: Any) -> str:

@@ -161,6 +161,7 @@ class AgentState(Model):
     capabilities: list[Any] = field(default_factory=list)
     connected_at: int | None = None
     name: str | None = None
+    hub_id: str | None = None  # the hub it is connected to (hubs sharing a PostgreSQL store)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ sockets it holds.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from agentcom.actors.presence import ConnectedElsewhere
+from tests.cli.conftest import Cli
 from tests.cluster.conftest import StartHub, hub_id
 from tests.integration.conftest import LiveHub
 from tests.waiting import wait_until
@@ -181,3 +183,16 @@ def test_a_fenced_hub_refuses_identify_and_closes_its_sockets(start_hub: StartHu
     cluster.fenced = False  # joined again: agents are taken as before
     again = hub.agent("connected")
     again.round_trip()
+
+
+def test_the_command_line_shows_which_hub_each_agent_is_on(
+    start_hub: StartHub, tmp_path: Path
+) -> None:
+    first, second = start_hub(), start_hub()
+    first.agent("on-first")
+    second.agent("on-second")
+    table = Cli(second, tmp_path).ok("agents")
+    header, *rows = table.splitlines()
+    assert header.split()[-1] == "HUB"
+    where = {row.split()[0]: row.split()[-1] for row in rows}
+    assert where == {"on-first": hub_id(first), "on-second": hub_id(second)}
