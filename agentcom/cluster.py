@@ -167,6 +167,8 @@ class ClusterListener:
                 conn.close()
 
     def _dispatch(self, channel: str, payload: str) -> None:
+        if payload.startswith(f'{{"hub": "{self.hub_id}"'):
+            return  # this hub's own (``notices`` puts "hub" first): not worth decoding
         try:
             notice = json.loads(payload)
         except ValueError:
