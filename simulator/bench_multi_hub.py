@@ -35,7 +35,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +57,7 @@ from simulator.bench_support import (
     rate,
     receive,
     shares,
+    submit_all,
     summary,
     wait_completed,
 )
@@ -305,11 +305,11 @@ def submitters_per_hub(hub_count: int) -> list[int]:
 
 
 def submit_watched(hubs: list[HubProcess], count: int, client: HubClient, label: str) -> None:
-    """``submit_spread``, saying how far it is every ``PROGRESS_EVERY_S``."""
+    """``submit_all`` over the hubs, saying how far it is every ``PROGRESS_EVERY_S``."""
     submitted = [0] * SUBMITTERS
     started = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
-        submitting = pool.submit(submit_spread, hubs, count, submitted)
+        submitting = pool.submit(submit_all, hubs, count, SUBMITTERS, "multi-hub", submitted)
         while not wait([submitting], timeout=PROGRESS_EVERY_S).done:
             print(
                 f"  {label}: {sum(submitted)}/{count} submitted,"
@@ -317,32 +317,6 @@ def submit_watched(hubs: list[HubProcess], count: int, client: HubClient, label:
                 file=sys.stderr,
             )
         submitting.result()  # raises what a submitter raised
-
-
-def submit_spread(hubs: list[HubProcess], count: int, submitted: list[int]) -> None:
-    """``count`` tasks from ``SUBMITTERS`` keep-alive connections, submitter n to hub
-    n mod hubs, each an equal share (as ``submit_all``); ``submitted[n]``: how many
-    submitter n has submitted so far."""
-    counts = shares(count, SUBMITTERS)
-    failures: list[BaseException] = []
-
-    def run(slot: int) -> None:
-        hub = hubs[slot % len(hubs)]
-        try:
-            with HubClient(hub, hub.admin_token) as client:
-                for n in range(counts[slot]):
-                    client.submit(f"multi-hub {slot}-{n}")
-                    submitted[slot] = n + 1
-        except BaseException as error:  # reported to the caller, not lost in the thread
-            failures.append(error)
-
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(SUBMITTERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
 
 
 # --- failover -----------------------------------------------------------------------

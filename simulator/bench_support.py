@@ -189,20 +189,30 @@ class HubClient:
         self.close()
 
 
-def submit_all(hub: HubProcess, count: int, submitters: int, prefix: str) -> None:
-    """``count`` tasks from ``submitters`` concurrent keep-alive connections."""
+def submit_all(
+    hubs: HubProcess | list[HubProcess],
+    count: int,
+    submitters: int,
+    prefix: str,
+    submitted: list[int] | None = None,
+) -> None:
+    """``count`` tasks from ``submitters`` concurrent keep-alive connections, an equal
+    share each; with several hubs, submitter n to hub n mod hubs. ``submitted[n]``,
+    if given, is how many submitter n has submitted so far."""
+    spread = hubs if isinstance(hubs, list) else [hubs]
     counts = shares(count, submitters)
     failures: list[BaseException] = []
 
     def run(slot: int) -> None:
-        client = HubClient(hub, hub.admin_token)
+        hub = spread[slot % len(spread)]
         try:
-            for n in range(counts[slot]):
-                client.submit(f"{prefix} {slot}-{n}")
+            with HubClient(hub, hub.admin_token) as client:
+                for n in range(counts[slot]):
+                    client.submit(f"{prefix} {slot}-{n}")
+                    if submitted is not None:
+                        submitted[slot] = n + 1
         except BaseException as error:  # reported to the caller, not lost in the thread
             failures.append(error)
-        finally:
-            client.close()
 
     threads = [threading.Thread(target=run, args=(slot,)) for slot in range(submitters)]
     for thread in threads:
