@@ -376,7 +376,7 @@ def _cut(text: str, width: int) -> str:
 
 def run_agents(hub: Client, args: argparse.Namespace, settings: Settings) -> Shown:
     agents = hub.agents()
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             agent.agent_id,
             agent.fsm_state,
@@ -387,7 +387,7 @@ def run_agents(hub: Client, args: argparse.Namespace, settings: Settings) -> Sho
         )
         for agent in agents
     ]
-    headings = ("AGENT", "STATE", "TASK", "FLAGS", "CAPABILITIES", "SINCE")
+    headings: tuple[str, ...] = ("AGENT", "STATE", "TASK", "FLAGS", "CAPABILITIES", "SINCE")
     if any(agent.hub_id for agent in agents):  # hubs sharing one store: say where each is
         headings += ("HUB",)
         rows = [(*row, agent.hub_id or "-") for row, agent in zip(rows, agents, strict=True)]

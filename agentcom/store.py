@@ -635,12 +635,11 @@ class TaskStore(GroupCommitStore):
         ):
             yield _from_row(row)
 
-    def queued(self) -> Iterator[TaskRecord]:
-        for row in self._conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE status=? ORDER BY seq",
-            (TaskStatus.QUEUED.value,),
-        ):
-            yield _from_row(row)
+    def queued_ids(self) -> set[str]:
+        """The ids of every queued task: what a resync compares (rows are read only
+        for the ids it lacks)."""
+        rows = self._conn.execute("SELECT id FROM tasks WHERE status=?", (TaskStatus.QUEUED.value,))
+        return {row[0] for row in rows}
 
     def count_queued(self) -> int:
         row = self._conn.execute(

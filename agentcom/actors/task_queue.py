@@ -615,14 +615,13 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         The safety net under the notices: run after the listener (re)connects,
         and by the cluster poll when the counts differ (``poll``).
         """
-        stored = {task.id: task for task in self._store.queued()}
+        stored = self._store.queued_ids()
         kept = [task_id for task_id, task in self._live.items() if task.status is TaskStatus.QUEUED]
         wrong = [task_id for task_id in kept if task_id not in stored]
-        for task_id in wrong:
-            self._reconcile(task_id, self._store.get(task_id))
-        missing = [task for task_id, task in stored.items() if task_id not in self._queued]
-        for task in missing:
-            self._reconcile(task.id, task)
+        missing = [task_id for task_id in stored if task_id not in self._queued]
+        found = {task.id: task for task in self._store.get_many(wrong + missing)}
+        for task_id in wrong + missing:
+            self._reconcile(task_id, found.get(task_id))
         if wrong or missing:
             log.info("task_queue_resynced", dropped=len(wrong), added=len(missing))
         return len(wrong) + len(missing)
