@@ -115,14 +115,20 @@ class HubLease(HubActor):
         self._conn.close()
 
     def on_receive(self, message: Any) -> None:
+        # A tick that fails is logged and the next one tries again: Pykka would
+        # stop the actor for it, and a hub without its lease actor never rejoins.
         if isinstance(message, _Renew):
             try:
                 self._renew()
+            except Exception:
+                self._log.exception("hub_lease_tick_failed")
             finally:
                 self._arm_renew()
         elif isinstance(message, _Poll):
             try:
                 self._poll()
+            except Exception:
+                self._log.exception("cluster_poll_tick_failed")
             finally:
                 self._arm_poll()
 
@@ -165,12 +171,14 @@ class HubLease(HubActor):
         hub_id = new_hub_id()
         try:
             self._conn.execute(_REGISTER, (hub_id, self._hub_url, self._lease_ms))
-        except Exception as error:  # the database still cannot be reached: next tick
+            if self._task_queue is not None:
+                self._task_queue.rejoin(hub_id).get(timeout=ASK_TIMEOUT_S)
+        except Exception as error:
+            # The database still cannot be reached: the next tick tries again, as
+            # another new hub (a lease taken here and not used runs out unused).
             self._log.info("hub_rejoin_failed", error=str(error))
             return
         self._renewed_at = self._monotonic()
-        if self._task_queue is not None:
-            self._task_queue.rejoin(hub_id).get(timeout=ASK_TIMEOUT_S)
         self._cluster.hub_id = hub_id
         self._cluster.listener.hub_id = hub_id
         self._cluster.fenced = False
