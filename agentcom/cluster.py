@@ -153,7 +153,10 @@ class ClusterListener:
                     conn.execute(f"LISTEN {channel}")
                 self._connected.set()
                 for handler in self._on_connect:
-                    handler()
+                    try:
+                        handler()
+                    except Exception:  # (an owner stopped, at shutdown): the rest go on
+                        log.exception("cluster_reconnect_handler_failed")
                 while not self._stopping.is_set():
                     for notice in conn.notifies(timeout=LISTEN_POLL_S):
                         self._dispatch(notice.channel, notice.payload)

@@ -535,8 +535,9 @@ _SET_ALL = (
     " submitted_by=?, created_at=?, updated_at=?, history=?, hub_id=?"
 )
 _AS_LAST_READ = (
-    "id=? AND status=? AND generation=? AND assigned_to IS NOT DISTINCT FROM ?"
-    " AND hub_id IS NOT DISTINCT FROM ?"
+    # "IS ?": SQLite's equality that holds for two NULLs too (PostgreSQL's
+    # connection spells it IS NOT DISTINCT FROM)
+    "id=? AND status=? AND generation=? AND assigned_to IS ? AND hub_id IS ?"
 )
 
 
@@ -626,12 +627,17 @@ class TaskStore(GroupCommitStore):
         return None if row is None else _from_row(row)
 
     def live(self, hub_id: str | None = None) -> Iterator[TaskRecord]:
-        """Queued tasks, and the assigned ones held through ``hub_id`` (all of them
-        on SQLite, where it is None), oldest first: what TaskQueue keeps in memory."""
+        """Queued tasks, and the assigned ones held through ``hub_id`` (every one
+        when it is None: a lone hub, on SQLite, whatever hub copied rows name),
+        oldest first: what TaskQueue keeps in memory."""
+        held = "" if hub_id is None else " AND hub_id=?"
         for row in self._conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE status=?"
-            " OR (status=? AND hub_id IS NOT DISTINCT FROM ?) ORDER BY seq",
-            (TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value, hub_id),
+            f"SELECT {_COLUMNS} FROM tasks WHERE status=? OR (status=?{held}) ORDER BY seq",
+            (
+                TaskStatus.QUEUED.value,
+                TaskStatus.ASSIGNED.value,
+                *([] if hub_id is None else [hub_id]),
+            ),
         ):
             yield _from_row(row)
 
@@ -668,7 +674,10 @@ class TaskStore(GroupCommitStore):
         before hubs had ids)."""
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM tasks WHERE status=? AND (hub_id IS NULL OR hub_id NOT IN"
-            " (SELECT hub_id FROM hubs WHERE lease_expires_at > now())) ORDER BY seq LIMIT ?",
+            " (SELECT hub_id FROM hubs WHERE lease_expires_at > now())) ORDER BY seq LIMIT ?"
+            # rows an open transaction holds (a hub that vanished mid-way, until the
+            # server ends it) are left for a later poll, not waited for
+            " FOR UPDATE SKIP LOCKED",
             (TaskStatus.ASSIGNED.value, limit),
         )
         return [_from_row(row) for row in rows]

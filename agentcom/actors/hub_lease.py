@@ -146,6 +146,9 @@ class HubLease(HubActor):
             return
         sent_at = self._monotonic()
         try:
+            # A renewal that cannot finish within a third of the lease is a failed
+            # one (a server that stopped answering must not hold the hub forever).
+            self._conn.execute(f"SET statement_timeout = {max(self._lease_ms // 3, 1)}")
             renewed = self._conn.execute(_RENEW, (self._lease_ms, self._cluster.hub_id)).rowcount
         except Exception as error:  # the server gone, or answering with an error
             detail = getattr(error, "detail", None) or str(error)
@@ -192,15 +195,14 @@ class HubLease(HubActor):
     def _poll(self) -> None:
         if self._cluster.fenced or self._task_queue is None:
             return
+        # Not waited for: a TaskQueue busy for a while must not hold up the next
+        # renewal, or a healthy hub would fence itself (TaskQueue logs rescues).
+        self._task_queue.poll.defer()
         try:
-            rescued = self._task_queue.poll().get(timeout=ASK_TIMEOUT_S)
             self._conn.execute(_FORGET_DEAD_HUBS)
             self._conn.execute(_FORGET_DEAD_CONNECTIONS)
         except Exception as error:  # the next poll tries again
             self._log.warning("cluster_poll_failed", error=str(error))
-            return
-        if rescued:
-            self._log.info("cluster_poll_rescued", tasks=rescued)
 
     def _arm_renew(self) -> None:
         ref = self.actor_ref

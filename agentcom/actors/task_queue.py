@@ -178,7 +178,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
                     self._tell_holder(old, holder, fresh)
 
     def on_stop(self) -> None:
-        self._store.commit()
+        self._commit()  # with its notices to the other hubs
         self._db.close()
         log.info("task_queue_stopped")
 
@@ -433,6 +433,7 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             return []
         now = self._clock()
         assignments = []
+        lost_claim: str | None = None
         for task_id, agent_id in self._queued.match(agents, now):
             task = self._live[task_id]
             self._move(task, TaskStatus.ASSIGNED)
@@ -441,9 +442,11 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             task.hub_id = self._hub_id
             task.record("assigned", now, agent_id=agent_id, generation=task.generation)
             if not self._store.claim(task):
-                # Another hub claimed (or cancelled) it first: this agent waits
-                # for the next round, and memory takes the task as it now is.
+                # Another hub claimed (or cancelled) it first: memory takes the task
+                # as it now is, and this agent waits for the next round, which must
+                # come even if nothing else is queued meanwhile.
                 self._lost_claim(task)
+                lost_claim = task_id
                 continue
             self._changed.add(task_id)
             self._held_by[agent_id] = task_id
@@ -463,6 +466,8 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
                     complete_by=task.complete_by,
                 )
             )
+        if lost_claim is not None and self._queued:
+            self._publish(QUEUE_TOPIC, TaskQueued(lost_claim, "claim_lost"))
         return assignments
 
     def reclaim(self, task_id: str, generation: int, cause: ReclaimCause) -> bool:
@@ -662,6 +667,9 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             try:
                 self._requeue(task, "reclaimed", now)
             except TaskChanged:
+                # The copy in memory was changed before the write failed: drop it.
+                self._live.pop(task.id, None)
+                self._release(agent_id, task.id)
                 self._reconcile(task.id, self._store.get(task.id))
                 continue
             self._publish(
@@ -762,7 +770,9 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         task = self._live.get(task_id)
         if task is None and self._hub_id is not None:
             fresh = self._store.get(task_id)
-            if fresh is not None and fresh.status is TaskStatus.ASSIGNED:
+            # Only this agent's: a copy of another agent's task would go stale here
+            # (its holder's writes do not change its key) and be swept from it.
+            if fresh is not None and _still_held(fresh, agent_id, fresh):
                 task = self._adopt(fresh)
         if task is None or task.status is not TaskStatus.ASSIGNED or task.assigned_to != agent_id:
             return None

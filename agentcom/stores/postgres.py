@@ -43,6 +43,12 @@ from agentcom.stores.migrations import TOKENS_CHANNEL, migrate
 log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 5
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_COUNT = 3
+TCP_USER_TIMEOUT_MS = 10_000
+IDLE_IN_TRANSACTION_MS = 10_000
+"""A hub's transactions last milliseconds; one idle this long belongs to a hub that is gone."""
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 WATCH_POLL_S = 0.2  # how soon the token watch's thread notices it is asked to stop
@@ -65,6 +71,8 @@ def _translate(sql: str) -> str:
             sql.replace("%", "%%")
             .replace("?", "%s")
             .replace("BEGIN IMMEDIATE", "BEGIN")
+            # SQLite's null-safe equality
+            .replace(" IS %s", " IS NOT DISTINCT FROM %s")
             # SQLite's way to fix the join order; PostgreSQL plans it itself.
             .replace(" CROSS JOIN ", " JOIN ")
         )
@@ -74,9 +82,25 @@ def _translate(sql: str) -> str:
 
 def _open(url: str, application_name: str) -> psycopg.Connection[Any]:
     """A new autocommit connection; ``psycopg.OperationalError`` if the server cannot
-    be reached within ``CONNECT_TIMEOUT_S``."""
+    be reached within ``CONNECT_TIMEOUT_S``.
+
+    A peer that vanishes (a machine gone, a network cut) is noticed on both
+    sides, not after the kernel's retransmissions (many minutes): TCP
+    keepalives and ``tcp_user_timeout`` here, and the server ends a
+    transaction left idle, so the row and advisory locks a vanished hub held
+    do not stop the others.
+    """
     return psycopg.connect(
-        url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=application_name
+        url,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        application_name=application_name,
+        keepalives=1,
+        keepalives_idle=KEEPALIVE_IDLE_S,
+        keepalives_interval=KEEPALIVE_INTERVAL_S,
+        keepalives_count=KEEPALIVE_COUNT,
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        options=f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
     )
 
 

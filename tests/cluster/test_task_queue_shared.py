@@ -14,10 +14,12 @@ import pytest
 from agentcom.actors.pubsub import PubSub
 from agentcom.actors.task_queue import TaskQueue
 from agentcom.messages import (
+    QUEUE_TOPIC,
     RECLAIMS_TOPIC,
     IdleAgent,
     TaskCancelled,
     TaskChanged,
+    TaskQueued,
     TaskSpec,
 )
 from agentcom.stores import open_stores
@@ -32,11 +34,13 @@ def stop_actors() -> Iterator[None]:
     pykka.ActorRegistry.stop_all()
 
 
-def start_queue(url: str, hub_id: str, tmp_path: Path) -> tuple[Any, Any]:
-    """A TaskQueue for hub ``hub_id``, and what it publishes on the reclaims topic."""
+def start_queue(
+    url: str, hub_id: str, tmp_path: Path, topic: str = RECLAIMS_TOPIC
+) -> tuple[Any, Any]:
+    """A TaskQueue for hub ``hub_id``, and what it publishes on ``topic``."""
     pubsub = PubSub.start()
     recorder = Recorder.start()
-    pubsub.proxy().subscribe(RECLAIMS_TOPIC, recorder).get(timeout=10)
+    pubsub.proxy().subscribe(topic, recorder).get(timeout=10)
     queue = TaskQueue.start(open_stores(url, tmp_path), pubsub, hub_id=hub_id).proxy()
     return queue, recorder.proxy().seen.get(timeout=10)
 
@@ -96,3 +100,35 @@ def test_a_write_waits_for_a_lock_on_a_row_still_as_it_read_it(
         other_hub.rollback()  # ... which in the end changed nothing
     accepted.get(timeout=10)  # done, not refused
     assert sql(shared_db, "SELECT accepted_at IS NOT NULL FROM tasks") == [(True,)]
+
+
+def test_a_lost_claim_brings_another_round_while_work_is_queued(
+    shared_db: str, tmp_path: Path
+) -> None:
+    first, _ = start_queue(shared_db, "hub-first", tmp_path)
+    second, queued = start_queue(shared_db, "hub-second", tmp_path, QUEUE_TOPIC)
+    taken, waiting = (
+        first.submit(TaskSpec(name, "alice")).get(timeout=10)["task_id"] for name in "ab"
+    )
+    second.changed_elsewhere([taken, waiting]).get(timeout=10)
+    while not queued.empty():  # the notices' own wake-ups
+        queued.get_nowait()
+    first.assign_next([IdleAgent("x", frozenset())]).get(timeout=10)  # takes the older
+    assert second.assign_next([IdleAgent("y", frozenset())]).get(timeout=10) == []
+    assert next_of(queued, TaskQueued).cause == "claim_lost"
+    claimed = second.assign_next([IdleAgent("y", frozenset())]).get(timeout=10)
+    assert [assignment.task_id for assignment in claimed] == [waiting]
+
+
+def test_a_late_report_of_another_agent_does_not_make_a_hub_watch_its_task(
+    shared_db: str, tmp_path: Path
+) -> None:
+    """Agent x's stale progress on hub A for a task now held by y through hub B must
+    not leave A a copy that A's sweep would take back from y."""
+    hub_a, _ = start_queue(shared_db, "hub-a", tmp_path)
+    hub_b, _ = start_queue(shared_db, "hub-b", tmp_path)
+    task_id = hub_b.submit(TaskSpec("y's now", "alice")).get(timeout=10)["task_id"]
+    hub_b.assign_next([IdleAgent("y", frozenset())]).get(timeout=10)
+    hub_a.progress(task_id, "x").get(timeout=10)
+    assert hub_a.sweep(10**9, 0).get(timeout=10) == 0
+    assert sql(shared_db, "SELECT assigned_to FROM tasks") == [("y",)]

@@ -50,7 +50,7 @@ class TokenCheck:
     def holder(self, token_hash: str) -> TokenInfo | None:
         return TokenInfo("alice", self.role, "abcd") if token_hash == "h" else None
 
-    async def agent_ids(self) -> frozenset[str]:
+    async def agent_ids(self, looking_for: str | None = None) -> frozenset[str]:
         return frozenset({"alice", "bob"})
 
 

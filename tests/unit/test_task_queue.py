@@ -14,7 +14,9 @@ from agentcom.messages import (
     TaskQueued,
     TaskRefused,
     TaskSpec,
+    TaskStatus,
 )
+from agentcom.store import TaskRecord, TaskStore, open_tasks_db
 
 from .conftest import ManualClock, next_of
 
@@ -334,3 +336,20 @@ def test_a_cancelled_assignment_is_fenced_and_released(task_queue: Any) -> None:
     with pytest.raises(TaskRefused, match="not_assigned"):
         task_queue.complete(task_id, "a1", assignment.generation, None, None).get(timeout=5)
     assert task_queue.held_by("a1").get(timeout=5) is None
+
+
+def test_a_lone_hub_holds_assigned_tasks_whatever_hub_they_name(
+    tmp_path: Path, pubsub_ref: pykka.ActorRef[Any]
+) -> None:
+    """Rows copied from a PostgreSQL store (``store copy``) name the hub that
+    assigned them; a SQLite hub is the only one, and keeps them as its own."""
+    store = TaskStore(open_tasks_db(tmp_path))
+    task = TaskRecord("task-copied", "copied", Priority.NORMAL, "alice", 1, 1)
+    task.status, task.assigned_to, task.assigned_at = TaskStatus.ASSIGNED, "a1", 1
+    task.generation, task.hub_id = 1, "hub-gone"
+    store.insert(task)
+    store.end_message(keep=True)
+    store.commit()
+    queue = TaskQueue.start(tmp_path, pubsub_ref).proxy()
+    held = queue.held_by("a1").get(timeout=5)
+    assert held is not None and held.task_id == "task-copied"
