@@ -5,11 +5,6 @@ Two gaps in Pykka are filled here, and only here:
 * ``ThreadingFuture`` can only be waited on. ``CallbackFuture`` also runs a
   callback when it is set, so the IOLoop can be woken by the actor thread
   (``http/bridge.py``) instead of parking an executor thread on ``get()``.
-* A Pykka tell is one hand-off: a lock, a queue entry, a thread woken. PubSub
-  tells each subscriber a batch of events as one ``Published``; the inbox of
-  every ``HubActor`` (``UnwrappingInbox``) opens it as it goes in, so each
-  event is a message of its own in the inbox, in order, handled exactly as if
-  it had been told alone (its own savepoint in a ``StoreActor``).
 * Pykka replies to each message as soon as it is handled. ``BatchingActor``
   handles every message already waiting in the inbox, calls ``end_batch()``
   (TaskQueue commits there), and only then sends the replies: group commit,
@@ -84,46 +79,8 @@ class CallbackFuture(pykka.ThreadingFuture[Any]):
                 log.exception("future_callback_failed")
 
 
-class Published:
-    """Events of one topic published together, told to a subscriber in one hand-off.
-
-    The receiving ``HubActor``'s inbox opens it (``UnwrappingInbox``): its
-    handlers see each event as a message of its own, never this.
-    """
-
-    __slots__ = ("events", "topic")
-
-    def __init__(self, topic: str, events: tuple[object, ...]) -> None:
-        self.topic = topic
-        self.events = events
-
-    def __repr__(self) -> str:
-        return f"Published({self.topic!r}, {len(self.events)} events)"
-
-
-class UnwrappingInbox(queue.Queue[Envelope[Any]]):
-    """An actor inbox where a told ``Published`` goes in as one envelope per event.
-
-    The events enter under the queue's lock, in order and together, with one
-    wake-up of the receiver; from then on they are separate messages: each is
-    handled, batched, undone or dropped at a stop as a message told alone.
-    """
-
-    def _put(self, item: Envelope[Any]) -> None:
-        message = item.message
-        if type(message) is Published and item.reply_to is None:
-            events = message.events
-            if events:
-                self.queue.extend([Envelope(event) for event in events])
-                self.unfinished_tasks += len(events) - 1  # put() counts one
-            else:
-                self.unfinished_tasks -= 1  # nothing went in
-            return
-        self.queue.append(item)
-
-
 class HubActor(pykka.ThreadingActor):
-    """Base of every hub actor: its asks return ``CallbackFuture``s, its inbox opens ``Published``."""
+    """Base of every hub actor: its asks return ``CallbackFuture``s."""
 
     # An interpreter exiting without a clean stop must not hang on actor
     # threads; nothing acknowledged is lost, since replies follow commits.
@@ -132,10 +89,6 @@ class HubActor(pykka.ThreadingActor):
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
         return CallbackFuture()
-
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return UnwrappingInbox()
 
 
 class BatchingActor(HubActor):

@@ -1,10 +1,8 @@
 """PubSub: carries events between actors by topic.
 
-Publishers ``tell`` a batch of events; each subscriber of a topic is told the
-batch in one hand-off (a ``Published``, or the event itself when it is alone),
-and its inbox (``base.UnwrappingInbox``) makes each event a message of its own,
-in publication order. Subscribers that have stopped are dropped the first time
-a delivery to them fails. Death notices do not travel here (see
+Publishers ``tell`` a batch of events; each subscriber of a topic is told
+each event in publication order. Subscribers that have stopped are dropped the
+first time a delivery to them fails. Death notices do not travel here (see
 ``death_watch``): PubSub adds a hop, and with it a chance of reordering.
 """
 
@@ -16,11 +14,9 @@ from typing import Any
 import pykka
 import structlog
 
-from agentcom.actors.base import HubActor, Published
+from agentcom.actors.base import HubActor
 
 log = structlog.get_logger(__name__)
-
-__all__ = ["PubSub", "Published"]
 
 
 class PubSub(HubActor):
@@ -34,15 +30,11 @@ class PubSub(HubActor):
             subscribers.append(subscriber)
 
     def publish(self, topic: str, events: Sequence[object]) -> None:
-        subscribers = self._subscribers.get(topic)
-        if not subscribers or not events:
-            return
-        # One tell per subscriber, whatever the batch's size: each tell is a
-        # thread woken. A lone event needs no envelope.
-        message = events[0] if len(events) == 1 else Published(topic, tuple(events))
+        subscribers = self._subscribers.get(topic, [])
         for subscriber in list(subscribers):
             try:
-                subscriber.tell(message)
+                for event in events:
+                    subscriber.tell(event)
             except pykka.ActorDeadError:
                 log.debug("subscriber_gone", topic=topic, subscriber=str(subscriber))
                 subscribers.remove(subscriber)

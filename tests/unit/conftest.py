@@ -11,7 +11,6 @@ from typing import Any
 import pykka
 import pytest
 
-from agentcom.actors.base import HubActor
 from agentcom.actors.death_watch import DeathWatch
 from agentcom.actors.pubsub import PubSub
 from agentcom.actors.task_queue import TaskQueue
@@ -95,12 +94,8 @@ def task_queue(queue_ref: pykka.ActorRef[Any]) -> Any:
     return queue_ref.proxy()
 
 
-class Recorder(HubActor):
-    """Subscribes to a topic or watches something; keeps what it is told.
-
-    A ``HubActor``, so that a batch PubSub publishes arrives as the hub's
-    subscribers see it: one message per event, in order.
-    """
+class Recorder(pykka.ThreadingActor):
+    """Subscribes to a topic or watches something; keeps what it is told."""
 
     def __init__(self) -> None:
         super().__init__()
