@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from agentcom.actors.agent_fsm import AgentLink
 
 QUEUE_TOPIC = "queue"  # TaskQueued: what the Scheduler listens to
-TASKS_TOPIC = "tasks"  # every other change to a task
 RECLAIMS_TOPIC = "reclaims"  # TaskReclaimed, TaskCancelled: for the holder's FSM, via Presence
 AGENTS_TOPIC = "agents"
 EVENTS_TOPIC = "events"  # HubEvent: every fact people watch (event stream, analytics, metrics)
@@ -200,7 +199,7 @@ class HeldTask:
     assigned_at: int
 
 
-# --- events on QUEUE_TOPIC, TASKS_TOPIC, RECLAIMS_TOPIC (published by TaskQueue) --
+# --- events on QUEUE_TOPIC, RECLAIMS_TOPIC (published by TaskQueue) -----------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,20 +208,6 @@ class TaskQueued:
 
     task_id: str
     cause: str
-
-
-@dataclass(frozen=True, slots=True)
-class TaskAssigned:
-    task_id: str
-    agent_id: str
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class TaskCompleted:
-    task_id: str
-    agent_id: str
-    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,12 +229,6 @@ class TaskCancelled:
     agent_id: str
     generation: int
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class TaskDeadLettered:
-    task_id: str
-    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,6 @@ from agentcom.messages import (
     FINISHED_STATUSES,
     QUEUE_TOPIC,
     RECLAIMS_TOPIC,
-    TASKS_TOPIC,
     AgentStopped,
     Assignment,
     HeldTask,
@@ -66,11 +65,8 @@ from agentcom.messages import (
     ReclaimCause,
     StorageFull,
     Submitted,
-    TaskAssigned,
     TaskCancelled,
     TaskChanged,
-    TaskCompleted,
-    TaskDeadLettered,
     TaskFinished,
     TaskQueued,
     TaskReclaimed,
@@ -450,7 +446,6 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
                 continue
             self._changed.add(task_id)
             self._held_by[agent_id] = task_id
-            self._publish(TASKS_TOPIC, TaskAssigned(task_id, agent_id, task.generation))
             self._watched("task_assigned", task, now, agent_id=agent_id, generation=task.generation)
             log.info(
                 "task_assigned", task_id=task_id, agent_id=agent_id, generation=task.generation
@@ -563,7 +558,6 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         task.record("completed", now, agent_id=agent_id, generation=generation)
         self._save(task)
         self._forget(task)
-        self._publish(TASKS_TOPIC, TaskCompleted(task_id, agent_id, generation))
         self._watched("task_completed", task, now, agent_id=agent_id, generation=generation)
         log.info("task_completed", task_id=task_id, agent_id=agent_id, generation=generation)
 
@@ -790,7 +784,6 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             task.assigned_at = task.accepted_at = None
             self._save(task)
             self._forget(task, agent_id)
-            self._publish(TASKS_TOPIC, TaskDeadLettered(task.id, error))
             self._watched("task_dead_letter", task, now, agent_id=agent_id, error=error)
             log.warning("task_dead_lettered", task_id=task.id, agent_id=agent_id, error=error)
             return "dead_letter"
