@@ -85,6 +85,7 @@ IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
 """How long an Idempotency-Key returns its first task; older keys are ignored and pruned."""
 KEYS_PRUNED_PER_SUBMIT = 16  # more than one per new key, so pruning keeps up with use
 KEYS_PRUNED_PER_SWEEP = 1_000
+RESCUED_PER_POLL = 1_000  # the rest go back at the next poll, a second later
 
 # While the store is full, what these return when their write is refused: the
 # scheduler must not see an error for a round that assigns nothing, and nobody
@@ -472,13 +473,21 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
             return False
         agent_id = task.assigned_to
         assert agent_id is not None
-        now = self._clock()
-        task.record("reclaimed", now, cause=cause.value, agent_id=agent_id, generation=generation)
-        self._requeue(task, "reclaimed", now)
-        self._publish(RECLAIMS_TOPIC, TaskReclaimed(task_id, agent_id, generation, cause))
-        self._watched("task_reclaimed", task, now, agent_id=agent_id, cause=cause.value)
+        self._take_back(task, agent_id, cause, self._clock())
         log.info("task_reclaimed", task_id=task_id, agent_id=agent_id, cause=cause.value)
         return True
+
+    def _take_back(
+        self, task: TaskRecord, agent_id: str, cause: ReclaimCause, now: int, **details: Any
+    ) -> None:
+        """Back to its lane from ``agent_id``, whose FSM is told to let go of it."""
+        generation = task.generation
+        task.record(
+            "reclaimed", now, cause=cause.value, agent_id=agent_id, generation=generation, **details
+        )
+        self._requeue(task, "reclaimed", now)
+        self._publish(RECLAIMS_TOPIC, TaskReclaimed(task.id, agent_id, generation, cause))
+        self._watched("task_reclaimed", task, now, agent_id=agent_id, cause=cause.value)
 
     def sweep(self, stuck_threshold_ms: int, acceptance_timeout_ms: int) -> int:
         """Safety net for assignments nobody is watching; returns how many were taken back.
@@ -631,50 +640,32 @@ class TaskQueue(StoreActor[TaskStore, tuple[str, object]]):  # outbox: (topic, e
         self._hub_id = hub_id
         self._load()
 
-    def poll(self, rescue_limit: int = 1_000) -> int:
+    def poll(self) -> None:
         """The cluster's periodic check: rescue tasks of hubs whose lease expired,
-        and resync the queue if a notice was missed. How many tasks were rescued."""
-        rescued = self.rescue(rescue_limit)
+        and resync the queue if a notice was missed."""
+        self._rescue()
         if self._store.count_queued() != len(self._queued):
             self.resync()
-        return rescued
 
-    def rescue(self, limit: int) -> int:
+    def _rescue(self) -> None:
         """Tasks held through a hub whose lease expired go back to their lanes (cause
         ``hub_lost``), each a conditional update: a task its agent recovered on a
         live hub meanwhile, or that another hub rescued first, is left alone."""
-        rescued = 0
         now = self._clock()
-        for task in self._store.orphaned(limit):
-            agent_id, generation, lost_hub = task.assigned_to, task.generation, task.hub_id
+        for task in self._store.orphaned(RESCUED_PER_POLL):
+            agent_id, lost_hub = task.assigned_to, task.hub_id
             assert agent_id is not None
             self._reconcile(task.id, task)
             task = self._live.get(task.id, task)
-            task.record(
-                "reclaimed",
-                now,
-                cause=ReclaimCause.HUB_LOST.value,
-                agent_id=agent_id,
-                generation=generation,
-                hub_id=lost_hub,
-            )
             try:
-                self._requeue(task, "reclaimed", now)
+                self._take_back(task, agent_id, ReclaimCause.HUB_LOST, now, hub_id=lost_hub)
             except TaskChanged:
                 # The copy in memory was changed before the write failed: drop it.
                 self._live.pop(task.id, None)
                 self._release(agent_id, task.id)
                 self._reconcile(task.id, self._store.get(task.id))
                 continue
-            self._publish(
-                RECLAIMS_TOPIC, TaskReclaimed(task.id, agent_id, generation, ReclaimCause.HUB_LOST)
-            )
-            self._watched(
-                "task_reclaimed", task, now, agent_id=agent_id, cause=ReclaimCause.HUB_LOST.value
-            )
             log.warning("task_rescued", task_id=task.id, agent_id=agent_id, hub_id=lost_hub)
-            rescued += 1
-        return rescued
 
     def _adopt(self, task: TaskRecord) -> TaskRecord:
         """Take over a task assigned to one of this hub's agents through another hub
