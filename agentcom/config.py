@@ -43,6 +43,7 @@ class HubConfig:
     channel_history_max: int = 1000
     hub_lease_ms: int = 15_000
     cluster_poll_ms: int = 1_000
+    event_gather_ms: int = 50
 
     @property
     def tls(self) -> bool:
@@ -68,6 +69,8 @@ _TIMING_HELP = {
     " is dead to the others, which rescue its tasks",
     "cluster_poll_ms": "on a PostgreSQL store: how often a hub looks for dead hubs' tasks and"
     " for queue changes it was not notified of",
+    "event_gather_ms": "events for the people watching (event stream, metrics, analytics)"
+    " are handed on together, at most this long after they happen",
 }
 _COUNT_HELP = {
     "mailbox_max": "messages a mailbox keeps; past it the oldest are dropped (and counted)",

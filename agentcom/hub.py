@@ -44,7 +44,7 @@ from agentcom.config import HubConfig, config_from_args
 from agentcom.http.app import make_app
 from agentcom.http.auth import TokenCheck
 from agentcom.http.base import Services
-from agentcom.http.bridge import OnLoop, stop_actor, use_fastest_event_loop
+from agentcom.http.bridge import OnLoop, reply, stop_actor, use_fastest_event_loop
 from agentcom.http.events import EventHub
 from agentcom.http.server import HubHTTPServer
 from agentcom.http.websocket import SocketRegistry
@@ -92,7 +92,7 @@ class Hub:
             config.allowed_origins,
             cluster=self.cluster,
         )
-        self.pubsub_ref = PubSub.start()
+        self.pubsub_ref = PubSub.start(self.timers, config.event_gather_ms)
         # Event ids go on from run to run: a client's id from an earlier run is
         # below this one's, so it is told to reset instead of resuming wrongly.
         first_id = time.time_ns() // 1_000_000 * 1000 + 1
@@ -236,6 +236,8 @@ class Hub:
         await stop_actor(self.presence_ref)
         await stop_actor(self.post_office_ref)  # after the FSMs: it hears each one go
         await stop_actor(self.tokens_ref)
+        # Every publisher has stopped: what is still gathered goes out before the watchers stop.
+        await reply(self.pubsub_ref.proxy().deliver_gathered())
         await stop_actor(self.event_feed_ref)
         self.events.close()  # ends every stream and wait, so the server can close
         # After every actor that publishes HubEvents: their last events are counted.

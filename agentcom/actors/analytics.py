@@ -41,6 +41,7 @@ import pykka
 import structlog
 
 from agentcom.actors.base import StoreActor, tell_quietly
+from agentcom.actors.pubsub import Gathered
 from agentcom.analytics_store import (
     COUNTS,
     HOUR_MS,
@@ -106,7 +107,7 @@ class Analytics(StoreActor[AnalyticsStore, None]):
             self._store.rollback()
             self._reload()
             self._storage_full(full)
-        self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref).get()
+        self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref, gathered=True).get()
         self._arm_prune()
         log.info("analytics_started", agents=len(self._agents))
 
@@ -164,8 +165,10 @@ class Analytics(StoreActor[AnalyticsStore, None]):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case HubEvent():
-                self._count(message)
+            case Gathered():
+                for event in message.events:
+                    if isinstance(event, HubEvent):
+                        self._count(event)
             case PruneDue():
                 try:
                     self._probe_if_full(self._clock())

@@ -37,6 +37,7 @@ import structlog
 
 from agentcom import compact_json
 from agentcom.actors.base import BatchingActor, tell_quietly
+from agentcom.actors.pubsub import Gathered
 from agentcom.cluster import EVENTS_CHANNEL, Cluster, notices
 from agentcom.messages import EVENTS_TOPIC, HubEvent
 from agentcom.stores.interface import Connection, Stores
@@ -247,17 +248,19 @@ class EventFeed(BatchingActor):
             )
 
     def on_start(self) -> None:
-        self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref).get()
+        self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref, gathered=True).get()
         if self._notifier is not None:
             self._notifier.start()
         log.info("event_feed_started", first_id=self._next_id)
 
     def on_receive(self, message: Any) -> None:
-        if isinstance(message, HubEvent):
-            self._batch.append(wire_event(self._next_id, message))
-            self._next_id += 1
-            if self._notifier is not None:
-                self._outgoing.append(message)
+        if isinstance(message, Gathered):
+            for event in message.events:
+                if isinstance(event, HubEvent):
+                    self._batch.append(wire_event(self._next_id, event))
+                    self._next_id += 1
+                    if self._notifier is not None:
+                        self._outgoing.append(event)
         elif isinstance(message, EventsElsewhere):
             for item in message.events:
                 event = event_from_notice(item)

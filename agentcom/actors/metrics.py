@@ -27,6 +27,7 @@ import pykka
 import structlog
 
 from agentcom.actors.base import HubActor
+from agentcom.actors.pubsub import Gathered
 from agentcom.messages import EVENTS_TOPIC, HubEvent, ReclaimCause
 from agentcom.metrics import HubMetrics
 
@@ -55,18 +56,21 @@ class Metrics(HubActor):
         self._assigned_at: dict[str, int] = {}
 
     def on_start(self) -> None:
-        self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref).get()
+        self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref, gathered=True).get()
 
     def tracked(self) -> dict[str, int]:
         """How many start times are held (tests; also a barrier)."""
         return {"queued": len(self._queued_at), "assigned": len(self._assigned_at)}
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, HubEvent):
-            try:
-                self._count(message)
-            except Exception:  # a malformed event must not stop the counting
-                log.exception("metrics_event_failed", event_type=message.type)
+        if isinstance(message, Gathered):
+            for event in message.events:
+                if not isinstance(event, HubEvent):
+                    continue
+                try:
+                    self._count(event)
+                except Exception:  # a malformed event must not stop the counting
+                    log.exception("metrics_event_failed", event_type=event.type)
         return None
 
     def _count(self, event: HubEvent) -> None:

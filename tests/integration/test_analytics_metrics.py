@@ -160,3 +160,34 @@ def test_analytics_count_real_work_and_survive_a_clean_stop_and_a_sigkill(
 
     hub = run()
     assert counts(hub) == {**expected, "submitter_sent": 2, "bob_received": 2}
+
+
+def test_events_gathered_for_the_watchers_are_counted_when_the_hub_stops(
+    tmp_path, clients, processes
+):
+    """A window far longer than the test: the counts can only come from the stop handing on
+    what PubSub gathered before Analytics stops."""
+    data = tmp_path / "data"
+    submitter = new_token(data, "submitter")
+    worker_token = new_token(data, "worker")
+    hub = HubProcess(data, "--event-gather-ms", "600000")
+    processes.append(hub)
+
+    def completed(process: HubProcess) -> int:
+        body = http("GET", process.http_url + "/api/analytics/agents", token=submitter).body
+        seen = {a["agent_id"]: a for a in body["agents"]}
+        return int(seen.get("worker", {}).get("tasks_completed_24h", 0))
+
+    worker = WsAgent(clients, hub.ws_url)
+    assert worker.identify("worker", worker_token)["type"] == "identified"
+    reply = http("POST", hub.http_url + "/api/tasks", {"description": "one"}, token=submitter)
+    assert reply.status == 201, reply
+    complete(worker, str(reply.body["task_id"]))
+    assert completed(hub) == 0  # still gathered: the window has not ended
+
+    hub.signal(signal.SIGINT)
+    assert hub.wait() == 0
+    worker.wait_closed()
+    hub = HubProcess(data)
+    processes.append(hub)
+    assert completed(hub) == 1
