@@ -41,8 +41,13 @@ class Timers:
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> TimerHandle:
         handle = TimerHandle(callback)
         with self._wakeup:
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._order), handle))
-            self._wakeup.notify()
+            entry = (time.monotonic() + delay_s, next(self._order), handle)
+            heapq.heappush(self._heap, entry)
+            # The thread sleeps until the earliest timer: only a new earliest one
+            # changes that. (Every assignment arms an acceptance timer; waking the
+            # thread for each was a thread switch per task for nothing.)
+            if self._heap[0] is entry:
+                self._wakeup.notify()
         return handle
 
     def stop(self) -> None:

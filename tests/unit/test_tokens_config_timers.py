@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from agentcom import timers as timers_module
 from agentcom.actors.token_registry import TokenRegistry
 from agentcom.clock import now_ms
 from agentcom.config import HubConfig, config_from_args
@@ -87,6 +88,37 @@ def test_timers_fire_in_due_order_and_cancelled_ones_do_not() -> None:
     assert done.wait(timeout=5)
     timers.stop()
     assert fired == ["early", "late"]
+
+
+class CountingCondition(threading.Condition):
+    def __init__(self, lock: Any = None) -> None:
+        super().__init__(lock)
+        self.notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+def test_only_a_new_earliest_timer_wakes_the_timer_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(timers_module.threading, "Condition", CountingCondition)
+    timers = Timers()
+    wakeup = timers._wakeup
+    assert isinstance(wakeup, CountingCondition)
+    fired = threading.Event()
+    try:
+        timers.call_later(30, lambda: None)
+        assert wakeup.notified == 1  # the thread slept with nothing to wait for
+        timers.call_later(40, lambda: None)
+        timers.call_later(35, lambda: None)
+        assert wakeup.notified == 1  # later than the earliest: no wake-up
+        timers.call_later(0.01, fired.set)
+        assert wakeup.notified == 2
+        assert fired.wait(timeout=5)
+    finally:
+        timers.stop()
 
 
 def test_task_commits_do_not_make_token_checks_reload_the_tokens(tmp_path: Path) -> None:
