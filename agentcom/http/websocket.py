@@ -29,7 +29,7 @@ import json
 import struct
 import time
 from asyncio import Future
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,6 +60,9 @@ from agentcom.store import CHANGES_STATE, TokenInfo, hash_token
 from agentcom.validation import FRAMES, MESSAGING_FRAMES, Invalid, capability_names, check
 
 log = structlog.get_logger(__name__)
+
+_ANSWERED_FRAMES = frozenset(("list_agents", *MESSAGING_FRAMES))
+"""Frames answered after an actor answers; every other identified frame only tells."""
 
 CLOSE_CODES = {
     "replaced": 4000,
@@ -329,41 +332,60 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
 
     # --- frames from the agent ---------------------------------------------------------
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """Check a frame and handle it; frames that wait for an actor's answer return a
+        coroutine, which Tornado awaits before it reads the next frame, so order holds.
+
+        The frames of a task's life only tell the agent's FSM and are handled here
+        and now: a coroutine per frame cost an asyncio Task, a future and a loop
+        turn for each (issue 15).
+        """
         self.last_heard = time.monotonic()
         size = len(message) if isinstance(message, bytes) else len(message.encode())
         if size > MAX_MESSAGE_BYTES:
             self._error("frame_too_large", f"frames are limited to {MAX_MESSAGE_BYTES} bytes")
-            return
+            return None
         try:
             frame = json_input.loads(message)
         except json_input.JsonRefused as refused:
             self._error(str(refused))
-            return
+            return None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             self._error("invalid_message", "expected a JSON object with a string type")
-            return
+            return None
         kind = frame["type"]
         shape = FRAMES.get(kind)
         if shape is None:
             self._error("unknown_type", kind)
-            return
+            return None
         try:
             check(shape, frame)
         except Invalid as invalid:
             self._error(str(invalid))
-            return
+            return None
+        if kind == "identify":
+            return self._awaiting_answer(kind, self._identify(frame))
+        if self.fsm_ref is None:
+            self._error("not_identified")
+            return None
+        if kind in _ANSWERED_FRAMES:
+            return self._awaiting_answer(kind, self._answered_message(kind, frame))
         try:
-            if kind == "identify":
-                await self._identify(frame)
-            elif self.fsm_ref is None:
-                self._error("not_identified")
-            else:
-                await self._identified_message(kind, frame)
+            self._told_message(kind, frame)
+        except pykka.ActorDeadError:
+            self._busy(kind)
+        return None
+
+    async def _awaiting_answer(self, kind: str, handling: Awaitable[None]) -> None:
+        try:
+            await handling
         except (TimeoutError, pykka.Timeout, pykka.ActorDeadError):
-            # Tornado would drop the socket on an exception; an agent is owed a reason.
-            log.warning("hub_busy", agent_id=self.agent_id, frame_type=kind)
-            self._error("hub_busy", "the hub did not answer in time; try again")
+            self._busy(kind)
+
+    def _busy(self, kind: str) -> None:
+        # Tornado would drop the socket on an exception; an agent is owed a reason.
+        log.warning("hub_busy", agent_id=self.agent_id, frame_type=kind)
+        self._error("hub_busy", "the hub did not answer in time; try again")
 
     async def _identify(self, frame: dict[str, Any]) -> None:
         if self.fsm_ref is not None:
@@ -418,7 +440,14 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
         self.close_for("hub_fenced")
         return True
 
-    async def _identified_message(self, kind: str, frame: dict[str, Any]) -> None:
+    async def _answered_message(self, kind: str, frame: dict[str, Any]) -> None:
+        if kind == "list_agents":
+            agents = await reply(self.services.presence.list_agents())
+            self.send_frame({"type": "agents", "agents": agents})
+        else:
+            await messaging_frames.handle(self, kind, frame)
+
+    def _told_message(self, kind: str, frame: dict[str, Any]) -> None:
         assert self.fsm_ref is not None
         match kind:
             case "ping":
@@ -426,9 +455,6 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
             case "status":
                 self.services.presence.set_status.defer(self.agent_id, frame["status"])
                 self.send_frame({"type": "status_updated"})
-            case "list_agents":
-                agents = await reply(self.services.presence.list_agents())
-                self.send_frame({"type": "agents", "agents": agents})
             case "task_accepted":
                 self._tell_fsm(AgentAccepted(frame["task_id"]))
             case "task_progress":
@@ -451,8 +477,6 @@ class AgentSocket(tornado.websocket.WebSocketHandler):
                 self._tell_fsm(AgentRejected(frame["task_id"], _as_text(frame.get("reason"))))
             case "task_recovering":
                 self._tell_fsm(AgentRecovering(frame["task_id"]))
-            case _ if kind in MESSAGING_FRAMES:
-                await messaging_frames.handle(self, kind, frame)
 
     def _error(self, error: str, detail: str | None = None) -> None:
         self.send_frame({"type": "error", "error": f"{error}: {detail}" if detail else error})
