@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 import socket
 from collections.abc import Iterable
@@ -62,15 +63,12 @@ def access_log_line(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log line, with ``token=`` values redacted (the Application's
     ``log_function``): a browser's EventSource sends its token in the URI."""
     status = handler.get_status()
-    if status < 400:
-        write = access_log.info
-    elif status < 500:
-        write = access_log.warning
-    else:
-        write = access_log.error
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return  # the line is not built at all: this runs for every request
     request = handler.request
     summary = f"{request.method} {redact_tokens(request.uri or '')} ({request.remote_ip})"
-    write("%d %s %.2fms", status, summary, 1000.0 * request.request_time())
+    access_log.log(level, "%d %s %.2fms", status, summary, 1000.0 * request.request_time())
 
 
 # --- who sees what ------------------------------------------------------------------------
