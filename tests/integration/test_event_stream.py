@@ -14,6 +14,7 @@ import pytest
 from agentcom.messages import TaskSpec
 from tests.integration.helpers import fail_to_dead_letter, http
 from tests.integration.sse import SseClient
+from tests.waiting import wait_until
 
 TASK_TYPES = {
     "task_queued",
@@ -265,7 +266,11 @@ def test_the_token_in_the_uri_is_never_logged(hub, streams, caplog):
         refused = http("GET", f"{hub.http_url}/api/events?token={secret}&types=nope")
         assert refused.status == 400
         http("GET", f"{hub.http_url}/api/tasks/none?token={secret}", token=hub.token)
-        time.sleep(0.2)  # the stream's access line is written when the server sees it close
+        # The stream's access line is written when the server sees it close.
+        wait_until(
+            lambda: any("types=task_queued" in r.getMessage() for r in caplog.records),
+            what="the event stream's access line",
+        )
     lines = [record.getMessage() for record in caplog.records]
     access = [line for line in lines if "/api/events" in line]
     assert access, lines
