@@ -18,11 +18,13 @@ It also keeps, per agent, when it connected, was last active (joined, sent a
 message, or reported on a task) and last seen (left), and how often it
 connected. Everything else on the topic it ignores.
 
-Counts gather in memory while a batch of events is handled and are written
-in one transaction at its end (a ``StoreActor``: one commit per batch). The
-events are facts already committed by their owners, and nothing replays them:
-a crash (SIGKILL) between their publication and this commit loses the counts
-of that batch, a few events at most. A clean stop commits the last batch.
+Events come from PubSub gathered, one ``Gathered`` message per window of
+``--event-gather-ms``. Counts gather in memory while a batch is handled and
+are written in one transaction at its end (a ``StoreActor``: one commit per
+batch). The events are facts already committed by their owners, and nothing
+replays them: a crash (SIGKILL) loses the counts of the window PubSub still
+gathers and of the batch not yet committed. A clean stop hands on the last
+window and commits the last batch.
 Sessions left open by a crash are closed at start, at the last event stored.
 
 Hours older than seven days, and agents offline and quiet as long, are pruned

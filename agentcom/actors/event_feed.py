@@ -1,6 +1,7 @@
 """EventFeed: numbers every HubEvent and hands it, encoded once, to the IOLoop.
 
-It subscribes to ``EVENTS_TOPIC``, where the actors that own the facts
+It subscribes to ``EVENTS_TOPIC`` gathered (one ``Gathered`` per
+``--event-gather-ms`` window), where the actors that own the facts
 (TaskQueue, Presence, AgentFSM, PostOffice) publish after their commit. Each
 event gets the next id (strictly increasing for the life of the hub, and
 beyond: the first id is derived from the start time, so a client holding an

@@ -1,6 +1,6 @@
 """Metrics: turns the HubEvents on ``EVENTS_TOPIC`` into the hub's Prometheus counters.
 
-Subscribed to ``EVENTS_TOPIC``; it moves the counters of ``HubMetrics``
+Subscribed to ``EVENTS_TOPIC`` gathered (a window's events at a time); it moves the counters of ``HubMetrics``
 (submitted, assigned, completed, failed, reclaimed by cause, rejected,
 dead-lettered, cancelled, requeued, messages sent by kind) and observes the two latency
 histograms from the events' own timestamps:
