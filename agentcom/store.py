@@ -317,6 +317,26 @@ class TaskRecord:
             "history": list(self.history),
         }
 
+    def _changing_row(self) -> tuple[Any, ...]:
+        """What an update writes: the fields a task's life changes (``_SET_CHANGING``), then the id.
+        Description, metadata, priority, limits, capabilities, deadline, submitter
+        and creation time are the submission's and never change once inserted."""
+        return (
+            self.status.value,
+            self.assigned_to,
+            self.assigned_at,
+            self.accepted_at,
+            self.generation,
+            self.retry_count,
+            self.last_error,
+            None if self.result is None else dumps(self.result),
+            self.tokens_used,
+            self.updated_at,
+            dumps(self.history),
+            self.hub_id,
+            self.id,  # the row: the first of _AS_LAST_READ
+        )
+
     def _row(self) -> tuple[Any, ...]:
         return (
             self.description,
@@ -528,11 +548,12 @@ class GroupCommitStore:
         )
 
 
-_SET_ALL = (
-    "description=?, metadata=?, priority=?, status=?, assigned_to=?,"
-    " assigned_at=?, accepted_at=?, generation=?, retry_count=?, max_retries=?,"
-    " needed_capabilities=?, last_error=?, complete_by=?, result=?, tokens_used=?,"
-    " submitted_by=?, created_at=?, updated_at=?, history=?, hub_id=?"
+_SET_CHANGING = (
+    # What a task's life changes (TaskRecord._changing_row, in this order); the
+    # rest is written once, by insert. Setting only these spares SQLite the
+    # tasks_by_submitter index and the hub re-encoding metadata on every write.
+    "status=?, assigned_to=?, assigned_at=?, accepted_at=?, generation=?, retry_count=?,"
+    " last_error=?, result=?, tokens_used=?, updated_at=?, history=?, hub_id=?"
 )
 _AS_LAST_READ = (
     # "IS ?": SQLite's equality that holds for two NULLs too (PostgreSQL's
@@ -554,11 +575,11 @@ class TaskStore(GroupCommitStore):
 
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn)
-        self._update_waiting_sql = f"UPDATE tasks SET {_SET_ALL} WHERE {_AS_LAST_READ}"
+        self._update_waiting_sql = f"UPDATE tasks SET {_SET_CHANGING} WHERE {_AS_LAST_READ}"
         self._shared = not isinstance(conn, sqlite3.Connection)
         if self._shared:
             self._update_sql = (
-                f"UPDATE tasks SET {_SET_ALL} WHERE seq=(SELECT seq FROM tasks"
+                f"UPDATE tasks SET {_SET_CHANGING} WHERE seq=(SELECT seq FROM tasks"
                 f" WHERE {_AS_LAST_READ} FOR UPDATE SKIP LOCKED)"
             )
         else:
@@ -587,7 +608,7 @@ class TaskStore(GroupCommitStore):
         self._writing()
         assert task.stored_key is not None, "a task is claimed after it was read or inserted"
         self._write("SAVEPOINT claim")
-        if self._write(self._update_sql, (*task._row(), *task.stored_key)).rowcount != 1:
+        if self._write(self._update_sql, (*task._changing_row(), *task.stored_key)).rowcount != 1:
             self._write("ROLLBACK TO SAVEPOINT claim")
             return False
         task.stored_key = task.key()
@@ -598,7 +619,7 @@ class TaskStore(GroupCommitStore):
         False, nothing written, if another hub changed it meanwhile."""
         self._writing()
         assert task.stored_key is not None, "a task is updated after it was read or inserted"
-        values = (*task._row(), *task.stored_key)
+        values = (*task._changing_row(), *task.stored_key)
         written = self._write(self._update_sql, values).rowcount
         if written != 1 and self._shared and self._committed_key(task.id) == task.stored_key:
             # Unchanged, only locked: by another hub's transaction that is changing
