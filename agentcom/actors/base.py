@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import pykka
 import pykka.messages
 import structlog
+from pykka._actor import ActorInbox
 from pykka._envelope import Envelope
 
 from agentcom.clock import Clock
@@ -90,6 +91,13 @@ class HubActor(pykka.ThreadingActor):
     def _create_future() -> pykka.Future[Any]:
         return CallbackFuture()
 
+    @staticmethod
+    def _create_actor_inbox() -> ActorInbox:
+        # Pykka's queue.Queue puts and gets in Python, through Conditions, and
+        # every tell in the hub goes through one: SimpleQueue does it in C.
+        inbox: queue.SimpleQueue[Envelope[Any]] = queue.SimpleQueue()
+        return inbox
+
 
 class BatchingActor(HubActor):
     """Handles all waiting messages, then ``end_batch()``, then replies to them all."""
@@ -108,7 +116,7 @@ class BatchingActor(HubActor):
         while not self.actor_stopped.is_set():
             batch = [self.actor_inbox.get()]
             inbox = self.actor_inbox
-            assert isinstance(inbox, queue.Queue)  # ThreadingActor's inbox
+            assert isinstance(inbox, queue.SimpleQueue)  # HubActor's inbox
             while len(batch) < MAX_BATCH and not inbox.empty():
                 batch.append(inbox.get_nowait())
             replies: list[tuple[Envelope[Any], Any, Any]] = []
