@@ -547,6 +547,8 @@ async def watch(settings: Settings, recent_events: int) -> None:
             follower.result()  # what ended it: Unauthorized, HubUnavailable…
         finally:
             follower.cancel()
+            # Its stream ends before the client closes under it (Ctrl-C lands here).
+            await asyncio.wait({follower})
             screen.close()
 
 
