@@ -334,32 +334,22 @@ class TaskRecord:
             self.updated_at,
             dumps(self.history),
             self.hub_id,
-            self.id,  # the row: the first of _AS_LAST_READ
+            self.id,  # last: the insert's id column, and the first of _AS_LAST_READ
         )
 
     def _row(self) -> tuple[Any, ...]:
+        """What an insert writes (its columns in ``TaskStore.insert``'s order): the
+        submission's fields, then ``_changing_row``."""
         return (
             self.description,
             dumps(self.metadata),
             int(self.priority),
-            self.status.value,
-            self.assigned_to,
-            self.assigned_at,
-            self.accepted_at,
-            self.generation,
-            self.retry_count,
             self.max_retries,
             dumps(list(self.needed_capabilities)),
-            self.last_error,
             self.complete_by,
-            None if self.result is None else dumps(self.result),
-            self.tokens_used,
             self.submitted_by,
             self.created_at,
-            self.updated_at,
-            dumps(self.history),
-            self.hub_id,
-            self.id,
+            *self._changing_row(),
         )
 
 
@@ -588,10 +578,10 @@ class TaskStore(GroupCommitStore):
     def insert(self, task: TaskRecord) -> None:
         self._writing()
         cursor = self._write(
-            "INSERT INTO tasks (description, metadata, priority, status, assigned_to,"
-            " assigned_at, accepted_at, generation, retry_count, max_retries,"
-            " needed_capabilities, last_error, complete_by, result, tokens_used, submitted_by,"
-            " created_at, updated_at, history, hub_id, id)"
+            "INSERT INTO tasks (description, metadata, priority, max_retries,"
+            " needed_capabilities, complete_by, submitted_by, created_at, status,"
+            " assigned_to, assigned_at, accepted_at, generation, retry_count, last_error,"
+            " result, tokens_used, updated_at, history, hub_id, id)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
             task._row(),
         )
