@@ -70,7 +70,6 @@ class BaseHandler(tornado.web.RequestHandler):
         self.services = services
         self._body = bytearray()
         self._body_too_large = False
-        self._caller: TokenInfo | None = None  # whose token this request carries, once checked
 
     async def prepare(self) -> None:
         headers = self.request.headers
@@ -126,17 +125,12 @@ class BaseHandler(tornado.web.RequestHandler):
         raise HttpError(409, "task_changed")
 
     async def authenticate(self, *, admin: bool = False) -> TokenInfo:
-        info = self._caller
+        scheme, _, token = (self.request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HttpError(401, "unauthorized")
+        info = await self.services.token_check.verify(token.strip())
         if info is None:
-            scheme, _, token = (self.request.headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise HttpError(401, "unauthorized")
-            info = await self.services.token_check.verify(token.strip())
-            if info is None:
-                raise HttpError(401, "unauthorized")
-            # A request with a body was checked in prepare, before its body was
-            # read; its handler asks again for the caller, not for another check.
-            self._caller = info
+            raise HttpError(401, "unauthorized")
         if admin and info.role != "admin":
             raise HttpError(403, "forbidden")
         if info.role not in CHANGES_STATE and self.request.method not in _READS:
