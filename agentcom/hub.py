@@ -237,7 +237,11 @@ class Hub:
         await stop_actor(self.post_office_ref)  # after the FSMs: it hears each one go
         await stop_actor(self.tokens_ref)
         # Every publisher has stopped: what is still gathered goes out before the watchers stop.
-        await reply(self.pubsub_ref.proxy().deliver_gathered())
+        try:
+            await reply(self.pubsub_ref.proxy().deliver_gathered())
+        except (pykka.ActorDeadError, TimeoutError):
+            # A PubSub that died or hangs must not keep the rest from stopping.
+            log.warning("gathered_events_not_handed_on")
         await stop_actor(self.event_feed_ref)
         self.events.close()  # ends every stream and wait, so the server can close
         # After every actor that publishes HubEvents: their last events are counted.

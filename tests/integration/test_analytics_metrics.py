@@ -9,6 +9,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentcom.config import HubConfig
+from agentcom.hub import HubThread
 from tests.integration.helpers import (
     HubProcess,
     WsAgent,
@@ -191,3 +193,14 @@ def test_events_gathered_for_the_watchers_are_counted_when_the_hub_stops(
     hub = HubProcess(data)
     processes.append(hub)
     assert completed(hub) == 1
+
+
+def test_the_hub_stops_every_part_when_pubsub_is_already_gone(tmp_path):
+    thread = HubThread(HubConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "data"))
+    thread.start()
+    hub = thread.hub
+    hub.pubsub_ref.stop()
+    thread.stop()  # raised ActorDeadError when the stop asked PubSub to hand on what it gathered
+    assert not any(
+        ref.is_alive() for ref in (hub.event_feed_ref, hub.analytics_ref, hub.metrics_ref)
+    )
