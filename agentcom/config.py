@@ -70,7 +70,7 @@ _TIMING_HELP = {
     "cluster_poll_ms": "on a PostgreSQL store: how often a hub looks for dead hubs' tasks and"
     " for queue changes it was not notified of",
     "event_gather_ms": "events for the people watching (event stream, metrics, analytics)"
-    " are handed on together, at most this long after they happen",
+    " are handed on together, in windows of this length",
 }
 _COUNT_HELP = {
     "mailbox_max": "messages a mailbox keeps; past it the oldest are dropped (and counted)",

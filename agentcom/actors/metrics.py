@@ -59,7 +59,7 @@ class Metrics(HubActor):
         self._pubsub.subscribe(EVENTS_TOPIC, self.actor_ref, gathered=True).get()
 
     def tracked(self) -> dict[str, int]:
-        """How many start times are held (tests; also a barrier)."""
+        """How many start times are held (tests; a barrier only when PubSub does not gather)."""
         return {"queued": len(self._queued_at), "assigned": len(self._assigned_at)}
 
     def on_receive(self, message: Any) -> Any:
