@@ -1,7 +1,8 @@
-"""A request with a body is checked twice: in ``prepare``, before any of the body is
-read, and again by its handler once the body is in. A token revoked while the body
-was still arriving is refused (no real actors here: a token check that revokes after
-its first answer, and a fake TaskQueue)."""
+"""A request with a body has its token checked in ``prepare``, before any of the body
+is read; its handler checks again once the body is in, unless the body came within
+``TOKEN_RECHECK_AFTER_S``. A token revoked while a slower body was arriving is
+refused (no real actors here: a token check that revokes after its first answer,
+and a fake TaskQueue)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 import tornado.httpclient
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 from agentcom.actors.base import CallbackFuture
+from agentcom.http import base
 from agentcom.http.base import Services
 from agentcom.http.tasks import TasksHandler
 from agentcom.store import TokenInfo
@@ -40,8 +43,8 @@ class Queue:
         return answer
 
 
-def test_a_token_revoked_while_the_body_arrives_is_refused_and_nothing_is_queued() -> None:
-    tokens, queue = RevokedAfterFirstCheck(), Queue()
+def submit_once(tokens: RevokedAfterFirstCheck, queue: Queue) -> int:
+    """One POST /api/tasks with a small body; its status."""
 
     async def scenario() -> int:
         services = Services(
@@ -66,6 +69,24 @@ def test_a_token_revoked_while_the_body_arrives_is_refused_and_nothing_is_queued
         server.stop()
         return reply.code
 
-    assert asyncio.run(scenario()) == 401
+    return asyncio.run(scenario())
+
+
+def test_a_token_revoked_while_a_slow_body_arrives_is_refused_and_nothing_is_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(base, "TOKEN_RECHECK_AFTER_S", 0.0)  # every body counts as slow
+    tokens, queue = RevokedAfterFirstCheck(), Queue()
+    assert submit_once(tokens, queue) == 401
     assert tokens.checks == 2  # prepare's, before the body, and the handler's, after it
     assert queue.submitted == []
+
+
+def test_a_body_that_came_at_once_reuses_the_check_made_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(base, "TOKEN_RECHECK_AFTER_S", 60.0)  # every body counts as prompt
+    tokens, queue = RevokedAfterFirstCheck(), Queue()
+    assert submit_once(tokens, queue) == 201
+    assert tokens.checks == 1
+    assert len(queue.submitted) == 1
