@@ -72,21 +72,21 @@ def submit_once(tokens: RevokedAfterFirstCheck, queue: Queue) -> int:
     return asyncio.run(scenario())
 
 
-def test_a_token_revoked_while_a_slow_body_arrives_is_refused_and_nothing_is_queued(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("recheck_after_s", "status", "checks", "queued"),
+    [
+        # Every body counts as slow: checked again after it, and the revocation is seen.
+        (0.0, 401, 2, 0),
+        # Every body counts as prompt: prepare's check, made before it, is reused.
+        (60.0, 201, 1, 1),
+    ],
+    ids=["slow-body-rechecked", "prompt-body-reuses-the-check"],
+)
+def test_the_token_is_checked_again_after_a_slow_body_only(
+    monkeypatch: pytest.MonkeyPatch, recheck_after_s: float, status: int, checks: int, queued: int
 ) -> None:
-    monkeypatch.setattr(base, "TOKEN_RECHECK_AFTER_S", 0.0)  # every body counts as slow
+    monkeypatch.setattr(base, "TOKEN_RECHECK_AFTER_S", recheck_after_s)
     tokens, queue = RevokedAfterFirstCheck(), Queue()
-    assert submit_once(tokens, queue) == 401
-    assert tokens.checks == 2  # prepare's, before the body, and the handler's, after it
-    assert queue.submitted == []
-
-
-def test_a_body_that_came_at_once_reuses_the_check_made_before_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(base, "TOKEN_RECHECK_AFTER_S", 60.0)  # every body counts as prompt
-    tokens, queue = RevokedAfterFirstCheck(), Queue()
-    assert submit_once(tokens, queue) == 201
-    assert tokens.checks == 1
-    assert len(queue.submitted) == 1
+    assert submit_once(tokens, queue) == status
+    assert tokens.checks == checks
+    assert len(queue.submitted) == queued
