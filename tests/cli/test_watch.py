@@ -3,6 +3,7 @@ on the live view, and Ctrl-C leaves it cleanly."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ def watch(cli: Cli) -> Iterator[pexpect.spawn]:
         encoding="utf-8",
         dimensions=(50, 120),
         timeout=WAIT_S,
+        # As at a terminal: a suite started in the background (`tox &`, nohup)
+        # ignores SIGINT, and a child would inherit that and never see Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     yield child
     child.close(force=True)
