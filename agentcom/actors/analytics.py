@@ -168,9 +168,8 @@ class Analytics(StoreActor[AnalyticsStore, None]):
     def on_receive(self, message: Any) -> Any:
         match message:
             case Gathered():
-                for event in message.events:
-                    if isinstance(event, HubEvent):
-                        self._count(event)
+                for event in message.hub_events():
+                    self._count(event)
             case PruneDue():
                 try:
                     self._probe_if_full(self._clock())

@@ -256,12 +256,11 @@ class EventFeed(BatchingActor):
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, Gathered):
-            for event in message.events:
-                if isinstance(event, HubEvent):
-                    self._batch.append(wire_event(self._next_id, event))
-                    self._next_id += 1
-                    if self._notifier is not None:
-                        self._outgoing.append(event)
+            for hub_event in message.hub_events():
+                self._batch.append(wire_event(self._next_id, hub_event))
+                self._next_id += 1
+                if self._notifier is not None:
+                    self._outgoing.append(hub_event)
         elif isinstance(message, EventsElsewhere):
             for item in message.events:
                 event = event_from_notice(item)

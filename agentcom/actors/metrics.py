@@ -64,9 +64,7 @@ class Metrics(HubActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Gathered):
-            for event in message.events:
-                if not isinstance(event, HubEvent):
-                    continue
+            for event in message.hub_events():
                 try:
                     self._count(event)
                 except Exception:  # a malformed event must not stop the counting

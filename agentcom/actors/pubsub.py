@@ -16,7 +16,7 @@ Subscribers that decide (the Scheduler) are told each event at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ import pykka
 import structlog
 
 from agentcom.actors.base import HubActor, tell_quietly
+from agentcom.messages import HubEvent
 from agentcom.timers import Timers
 
 log = structlog.get_logger(__name__)
@@ -35,6 +36,10 @@ class Gathered:
 
     topic: str
     events: tuple[object, ...]
+
+    def hub_events(self) -> Iterator[HubEvent]:
+        """The window's ``HubEvent``s, in order (what the watchers count and show)."""
+        return (event for event in self.events if isinstance(event, HubEvent))
 
 
 @dataclass(frozen=True, slots=True)
