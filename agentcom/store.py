@@ -318,8 +318,8 @@ class TaskRecord:
         }
 
     def _changing_row(self) -> tuple[Any, ...]:
-        """What an update writes: the fields a task's life changes (``_SET_CHANGING``), then the id.
-        Description, metadata, priority, limits, capabilities, deadline, submitter
+        """What an update writes: the fields a task's life changes (``_SET_CHANGING``),
+        then the id. Description, metadata, priority, limits, capabilities, deadline, submitter
         and creation time are the submission's and never change once inserted."""
         return (
             self.status.value,

@@ -1,9 +1,10 @@
 """Metrics: turns the HubEvents on ``EVENTS_TOPIC`` into the hub's Prometheus counters.
 
-Subscribed to ``EVENTS_TOPIC`` gathered (a window's events at a time); it moves the counters of ``HubMetrics``
-(submitted, assigned, completed, failed, reclaimed by cause, rejected,
-dead-lettered, cancelled, requeued, messages sent by kind) and observes the two latency
-histograms from the events' own timestamps:
+Subscribed to ``EVENTS_TOPIC`` gathered (a window's events at a time); it
+moves the counters of ``HubMetrics`` (submitted, assigned, completed, failed,
+reclaimed by cause, rejected, dead-lettered, cancelled, requeued, messages
+sent by kind) and observes the two latency histograms from the events' own
+timestamps:
 
 * assign latency: from ``task_queued`` (or the event that put the task back in
   its lane: ``task_failed``, ``task_reclaimed``, ``task_rejected``,
